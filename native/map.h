@@ -1,0 +1,47 @@
+// One BPF map, held by its own file descriptor.
+#pragma once
+#include <napi.h>
+#include <string>
+
+namespace rs {
+
+class MapHandle : public Napi::ObjectWrap<MapHandle> {
+ public:
+  static Napi::Function Init(Napi::Env env);
+  // Wraps `fd`, which the new handle owns and closes.
+  static Napi::Object NewFromFd(Napi::Env env, int fd);
+  explicit MapHandle(const Napi::CallbackInfo& info);
+  ~MapHandle() override;
+
+ private:
+  static Napi::FunctionReference* constructor;
+
+  void LoadInfo(Napi::Env env);
+  int Fd(Napi::Env env, const char* op) const;
+  std::string What(const char* op) const;
+  size_t ValueBytes() const;  // per-CPU maps: one rounded value per possible CPU
+  void CheckKey(Napi::Env env, const Napi::Buffer<uint8_t>& key, const char* op) const;
+
+  Napi::Value Info(const Napi::CallbackInfo& info);
+  Napi::Value Lookup(const Napi::CallbackInfo& info);
+  Napi::Value Update(const Napi::CallbackInfo& info);
+  Napi::Value Delete(const Napi::CallbackInfo& info);
+  Napi::Value NextKey(const Napi::CallbackInfo& info);
+  Napi::Value UpdateBatch(const Napi::CallbackInfo& info);
+  Napi::Value LookupBatch(const Napi::CallbackInfo& info);
+  Napi::Value DeleteBatch(const Napi::CallbackInfo& info);
+  Napi::Value Pin(const Napi::CallbackInfo& info);
+  Napi::Value Freeze(const Napi::CallbackInfo& info);
+  Napi::Value Close(const Napi::CallbackInfo& info);
+  Napi::Value GetFd(const Napi::CallbackInfo& info);
+
+  int fd_ = -1;
+  std::string name_;
+  uint32_t type_ = 0, key_size_ = 0, value_size_ = 0, max_entries_ = 0, flags_ = 0, id_ = 0;
+  bool per_cpu_ = false;
+};
+
+// Module-level map functions: create, open pinned, open by id.
+void InitMapFunctions(Napi::Env env, Napi::Object exports);
+
+}  // namespace rs

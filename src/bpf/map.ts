@@ -1,0 +1,232 @@
+/**
+ * Typed BPF maps: a raw map handle from the addon plus a key codec and a value
+ * codec, so callers deal in TypeScript values and no other module touches
+ * bytes. Sizes are checked here, before any syscall.
+ */
+import type { Codec } from './codec.js';
+import { addon, isErrno, type NativeMap, type NativeMapInfo } from './native.js';
+
+/** Kernel map type numbers (enum bpf_map_type) used by routeshift. */
+export const MapType = {
+  HASH: 1,
+  ARRAY: 2,
+  PERCPU_HASH: 5,
+  PERCPU_ARRAY: 6,
+  LRU_HASH: 9,
+  LRU_PERCPU_HASH: 10,
+} as const;
+
+/** BPF_ANY: create or replace; BPF_NOEXIST: create only; BPF_EXIST: replace only. */
+export type UpdateMode = 'any' | 'noexist' | 'exist';
+const UPDATE_FLAGS: Record<UpdateMode, number> = { any: 0, noexist: 1, exist: 2 };
+
+export type MapInfo = NativeMapInfo;
+
+/**
+ * Value codec for per-CPU maps: the kernel hands over one value per possible
+ * CPU, each padded to 8 bytes.
+ */
+export function perCpu<V>(value: Codec<V>, cpus: number = addon().possibleCpus()): Codec<V[]> {
+  const stride = Math.ceil(value.size / 8) * 8;
+  return {
+    size: stride * cpus,
+    encode(values, into, offset) {
+      if (values.length !== cpus) {
+        throw new RangeError(`per-CPU value needs ${cpus} entries (one per possible CPU), got ${values.length}`);
+      }
+      into.fill(0, offset, offset + stride * cpus);
+      values.forEach((v, cpu) => value.encode(v, into, offset + cpu * stride));
+    },
+    decode(from, offset) {
+      const out: V[] = [];
+      for (let cpu = 0; cpu < cpus; cpu++) out.push(value.decode(from, offset + cpu * stride));
+      return out;
+    },
+  };
+}
+
+function expectedValueBytes(info: MapInfo): number {
+  return info.perCpu ? Math.ceil(info.valueSize / 8) * 8 * info.possibleCpus : info.valueSize;
+}
+
+export class BpfMap<K, V> implements Disposable {
+  readonly info: MapInfo;
+  #handle: NativeMap;
+
+  constructor(handle: NativeMap, readonly keyCodec: Codec<K>, readonly valueCodec: Codec<V>) {
+    this.#handle = handle;
+    this.info = handle.info();
+    const valueBytes = expectedValueBytes(this.info);
+    if (keyCodec.size !== this.info.keySize || valueCodec.size !== valueBytes) {
+      handle.close();
+      throw new RangeError(
+        `map ${this.info.name}: codec sizes key ${keyCodec.size}/value ${valueCodec.size} do not match ` +
+          `the map's key ${this.info.keySize}/value ${valueBytes} bytes` +
+          (this.info.perCpu ? ' (per-CPU map: wrap the value codec with perCpu())' : ''),
+      );
+    }
+  }
+
+  /** Open a map pinned in bpffs. */
+  static openPinned<K, V>(path: string, key: Codec<K>, value: Codec<V>): BpfMap<K, V> {
+    return new BpfMap(addon().openPinnedMap(path), key, value);
+  }
+
+  /** Create an anonymous map (mostly for tests and benchmarks). */
+  static create<K, V>(
+    spec: { type: number; name: string; maxEntries: number; flags?: number },
+    key: Codec<K>,
+    value: Codec<V>,
+    valueSize: number = value.size,
+  ): BpfMap<K, V> {
+    const handle = addon().createMap(spec.type, spec.name, key.size, valueSize, spec.maxEntries, spec.flags ?? 0);
+    return new BpfMap(handle, key, value);
+  }
+
+  get name(): string {
+    return this.info.name;
+  }
+
+  get fd(): number {
+    return this.#handle.fd;
+  }
+
+  lookup(key: K): V | undefined {
+    const raw = this.#handle.lookup(this.#key(key));
+    return raw === null ? undefined : this.valueCodec.decode(raw, 0);
+  }
+
+  update(key: K, value: V, mode: UpdateMode = 'any'): void {
+    try {
+      this.#handle.update(this.#key(key), this.#value(value), UPDATE_FLAGS[mode]);
+    } catch (err) {
+      throw this.#explain(err);
+    }
+  }
+
+  /** Returns false when the key was not there. */
+  delete(key: K): boolean {
+    return this.#handle.delete(this.#key(key));
+  }
+
+  *keys(): IterableIterator<K> {
+    let cur: Buffer | null = null;
+    for (;;) {
+      const next: Buffer | null = this.#handle.nextKey(cur);
+      if (next === null) return;
+      yield this.keyCodec.decode(next, 0);
+      cur = next;
+    }
+  }
+
+  /**
+   * All entries, read with batched lookups (one syscall per `chunk` entries)
+   * where the map type supports it, else key by key.
+   */
+  *entries(chunk = 4096): IterableIterator<[K, V]> {
+    let token: Buffer | null = null;
+    for (;;) {
+      let batch;
+      try {
+        batch = this.#handle.lookupBatch(token, chunk);
+      } catch (err) {
+        if (token === null && isErrno(err) && (err.code === 'EINVAL' || err.code === 'ENOTSUPP' || err.code === 'EOPNOTSUPP')) {
+          yield* this.#entriesByKey();
+          return;
+        }
+        throw err;
+      }
+      for (let i = 0; i < batch.count; i++) {
+        yield [
+          this.keyCodec.decode(batch.keys, i * this.keyCodec.size),
+          this.valueCodec.decode(batch.values, i * this.valueCodec.size),
+        ];
+      }
+      if (batch.done) return;
+      token = batch.token;
+    }
+  }
+
+  *#entriesByKey(): IterableIterator<[K, V]> {
+    for (const key of this.keys()) {
+      const value = this.lookup(key);
+      if (value !== undefined) yield [key, value];
+    }
+  }
+
+  /** Number of entries (walks the keys). */
+  count(): number {
+    let n = 0;
+    for (const _ of this.keys()) n++;
+    return n;
+  }
+
+  /**
+   * Create or replace many entries in one syscall (the kernel takes no
+   * exist/noexist mode for batches). When the kernel stops part-way (a full
+   * map), the thrown error has `count`: how many entries it applied.
+   */
+  updateBatch(entries: readonly (readonly [K, V])[]): number {
+    if (entries.length === 0) return 0;
+    const keys = Buffer.alloc(entries.length * this.keyCodec.size);
+    const values = Buffer.alloc(entries.length * this.valueCodec.size);
+    entries.forEach(([k, v], i) => {
+      this.keyCodec.encode(k, keys, i * this.keyCodec.size);
+      this.valueCodec.encode(v, values, i * this.valueCodec.size);
+    });
+    try {
+      return this.#handle.updateBatch(keys, values, entries.length, 0);
+    } catch (err) {
+      throw this.#explain(err);
+    }
+  }
+
+  /** Delete many keys in one syscall; every key must exist (ENOENT otherwise). */
+  deleteBatch(keys: readonly K[]): number {
+    if (keys.length === 0) return 0;
+    const buf = Buffer.alloc(keys.length * this.keyCodec.size);
+    keys.forEach((k, i) => this.keyCodec.encode(k, buf, i * this.keyCodec.size));
+    return this.#handle.deleteBatch(buf, keys.length);
+  }
+
+  pin(path: string): void {
+    this.#handle.pin(path);
+  }
+
+  /** Make the map read-only for user space (BPF programs may still write). */
+  freeze(): void {
+    this.#handle.freeze();
+  }
+
+  close(): void {
+    this.#handle.close();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  #key(key: K): Buffer {
+    const buf = Buffer.alloc(this.keyCodec.size);
+    this.keyCodec.encode(key, buf, 0);
+    return buf;
+  }
+
+  #value(value: V): Buffer {
+    const buf = Buffer.alloc(this.valueCodec.size);
+    this.valueCodec.encode(value, buf, 0);
+    return buf;
+  }
+
+  /** Add what the errno means for a map to the addon's message. */
+  #explain(err: unknown): unknown {
+    if (isErrno(err, 'E2BIG')) {
+      err.message += ` (map full, ${this.info.maxEntries} entries)`;
+    } else if (isErrno(err, 'EEXIST')) {
+      err.message += ' (entry exists and mode is noexist)';
+    } else if (isErrno(err, 'ENOENT')) {
+      err.message += ' (no such entry and mode is exist)';
+    }
+    return err;
+  }
+}

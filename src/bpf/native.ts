@@ -1,0 +1,167 @@
+/**
+ * The compiled addon (native/, built by node-gyp) and the shapes of what it
+ * returns. Only src/bpf/ imports this module; everyone else uses the typed
+ * wrappers.
+ */
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export interface NativeMapInfo {
+  name: string;
+  id: number;
+  type: number;
+  keySize: number;
+  valueSize: number;
+  maxEntries: number;
+  flags: number;
+  perCpu: boolean;
+  possibleCpus: number;
+}
+
+export interface NativeLookupBatch {
+  keys: Buffer;
+  values: Buffer;
+  count: number;
+  token: Buffer;
+  done: boolean;
+}
+
+export interface NativeMap {
+  readonly fd: number;
+  info(): NativeMapInfo;
+  lookup(key: Buffer): Buffer | null;
+  update(key: Buffer, value: Buffer, flags: number): void;
+  delete(key: Buffer): boolean;
+  nextKey(key: Buffer | null): Buffer | null;
+  updateBatch(keys: Buffer, values: Buffer, count: number, flags: number): number;
+  lookupBatch(token: Buffer | null, count: number): NativeLookupBatch;
+  deleteBatch(keys: Buffer, count: number): number;
+  pin(path: string): void;
+  freeze(): void;
+  close(): void;
+}
+
+export interface NativeTestRunOptions {
+  repeat?: number;
+  ctx?: Buffer;
+  dataSizeOut?: number;
+  flags?: number;
+  cpu?: number;
+  batchSize?: number;
+}
+
+export interface NativeTestRunResult {
+  retval: number;
+  data: Buffer;
+  durationNs: number;
+  ctx?: Buffer;
+}
+
+export interface NativeTcOptions {
+  handle?: number;
+  priority?: number;
+  flags?: number;
+}
+
+export interface NativeTcAttachment {
+  hookCreated: boolean;
+  handle: number;
+  priority: number;
+  progId: number;
+}
+
+export interface NativeProgram {
+  readonly fd: number;
+  info(): { name: string; id: number; type: number };
+  attachXdp(ifindex: number, flags: number): void;
+  attachTc(ifindex: number, point: 'ingress' | 'egress', opts: NativeTcOptions): NativeTcAttachment;
+  testRun(data: Buffer, opts: NativeTestRunOptions): NativeTestRunResult;
+  pin(path: string): void;
+  close(): void;
+}
+
+export interface NativeObjectMapInfo {
+  name: string;
+  type: number;
+  keySize: number;
+  valueSize: number;
+  maxEntries: number;
+  internal: boolean;
+  pinPath: string | null;
+  pinned: boolean;
+}
+
+export interface NativeObject {
+  setMapMaxEntries(name: string, maxEntries: number): void;
+  setMapPinPath(name: string, path: string): void;
+  load(): void;
+  programs(): { name: string; section: string; type: number }[];
+  maps(): NativeObjectMapInfo[];
+  program(name: string): NativeProgram;
+  map(name: string): NativeMap;
+  close(): void;
+}
+
+export interface NativeXdpQuery {
+  progId: number;
+  drvProgId: number;
+  skbProgId: number;
+  hwProgId: number;
+  attachMode: number;
+}
+
+export interface NativeAddon {
+  ObjectHandle: new (path: string) => NativeObject;
+  openPinnedMap(path: string): NativeMap;
+  openMapById(id: number): NativeMap;
+  createMap(type: number, name: string, keySize: number, valueSize: number, maxEntries: number, flags: number): NativeMap;
+  openPinnedProgram(path: string): NativeProgram;
+  openProgramById(id: number): NativeProgram;
+  detachXdp(ifindex: number, flags: number): void;
+  queryXdp(ifindex: number): NativeXdpQuery;
+  detachTc(ifindex: number, point: 'ingress' | 'egress', opts: NativeTcOptions): boolean;
+  destroyTcHook(ifindex: number): void;
+  possibleCpus(): number;
+  libbpfVersion(): string;
+  ifNameToIndex(name: string): number;
+  inNetns<T>(path: string, fn: () => T): T;
+}
+
+/** Repository root, found from this file whether it runs from src/ or dist/src/. */
+export function repoRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'package.json'))) {
+    const up = dirname(dir);
+    if (up === dir) throw new Error('routeshift: cannot find the repository root (no package.json above src/)');
+    dir = up;
+  }
+  return dir;
+}
+
+let cached: NativeAddon | undefined;
+
+export function addon(): NativeAddon {
+  if (cached) return cached;
+  const path = join(repoRoot(), 'build', 'Release', 'routeshift_native.node');
+  if (!existsSync(path)) {
+    throw new Error(`routeshift: native addon not built (${path} missing); run \`npm run build\``);
+  }
+  cached = createRequire(import.meta.url)(path) as NativeAddon;
+  return cached;
+}
+
+/** An Error raised by the addon carries the errno name in `code`. */
+export interface ErrnoError extends Error {
+  code: string;
+  errno: number;
+  log?: string;
+  count?: number;
+}
+
+export function isErrno(err: unknown, code?: string): err is ErrnoError {
+  if (!(err instanceof Error)) return false;
+  const c = (err as Partial<ErrnoError>).code;
+  return typeof c === 'string' && (code === undefined || c === code);
+}

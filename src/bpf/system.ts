@@ -1,0 +1,57 @@
+/**
+ * Host facts the BPF layer needs: bpffs mounted, interface indexes, and
+ * running a piece of synchronous code inside a network namespace.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { addon, isErrno } from './native.js';
+
+export const BPFFS = '/sys/fs/bpf';
+
+function isBpffsMounted(dir: string): boolean {
+  const mounts = readFileSync('/proc/self/mounts', 'utf8');
+  return mounts.split('\n').some((line) => {
+    const [, target, fstype] = line.split(' ');
+    return target === dir && fstype === 'bpf';
+  });
+}
+
+/** Mount bpffs at /sys/fs/bpf when it is not mounted yet. Returns true if it mounted it. */
+export function ensureBpffs(dir: string = BPFFS): boolean {
+  if (isBpffsMounted(dir)) return false;
+  mkdirSync(dir, { recursive: true });
+  try {
+    execFileSync('mount', ['-t', 'bpf', 'bpf', dir], { stdio: ['ignore', 'ignore', 'pipe'] });
+  } catch (err) {
+    const stderr = (err as { stderr?: Buffer }).stderr?.toString().trim() ?? '';
+    throw new Error(`cannot mount bpffs at ${dir}: ${stderr || String(err)} (run as root)`);
+  }
+  return true;
+}
+
+/**
+ * Interface index by name in the calling thread's network namespace (also
+ * inside inNetns, where /sys would still show the process' namespace).
+ */
+export function ifindexOf(name: string): number {
+  if (!/^[A-Za-z0-9_.:@-]{1,15}$/.test(name)) throw new Error(`invalid interface name ${JSON.stringify(name)}`);
+  try {
+    return addon().ifNameToIndex(name);
+  } catch (err) {
+    if (isErrno(err, 'ENODEV')) err.message = `interface ${name} does not exist`;
+    throw err;
+  }
+}
+
+/** Run `fn` with this thread inside the named network namespace (/run/netns/NAME). */
+export function inNetns<T>(name: string, fn: () => T): T {
+  return addon().inNetns(`/run/netns/${name}`, fn);
+}
+
+export function possibleCpus(): number {
+  return addon().possibleCpus();
+}
+
+export function libbpfVersion(): string {
+  return addon().libbpfVersion();
+}
