@@ -1,0 +1,78 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * routeshift map definitions. Names are prefixed rs_ so pinned maps are
+ * recognisable under /sys/fs/bpf. Nothing is pinned here: the agent chooses
+ * pin paths (/sys/fs/bpf/routeshift/...) before load, and may override
+ * max_entries of the hash and stats maps too.
+ */
+#ifndef RS_MAPS_H
+#define RS_MAPS_H
+
+#include "helpers.h"
+#include "routeshift.h"
+
+#define RS_MAX_APPS 65536
+
+/* Source role: application key -> LOCAL or FORWARD. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, RS_MAX_APPS);
+	__type(key, struct rs_app_key);
+	__type(value, struct rs_redirect_value);
+} rs_redirect SEC(".maps");
+
+/* Destination role: inner destination key -> delivery to a local app. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, RS_MAX_APPS);
+	__type(key, struct rs_app_key);
+	__type(value, struct rs_deliver_value);
+} rs_deliver SEC(".maps");
+
+/* Per application (app_id), per action, per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, RS_MAX_APPS);
+	__type(key, __u32);
+	__type(value, struct rs_app_stats);
+} rs_app_stats SEC(".maps");
+
+/* Per drop reason (enum rs_drop), per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, RS_DROP_MAX);
+	__type(key, __u32);
+	__type(value, struct rs_counter);
+} rs_drops SEC(".maps");
+
+/* Per pass event (enum rs_event), per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, RS_EVENT_MAX);
+	__type(key, __u32);
+	__type(value, struct rs_counter);
+} rs_events SEC(".maps");
+
+/* This host's tunnel addresses and MTU: one entry, index 0. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct rs_config);
+} rs_config SEC(".maps");
+
+/*
+ * Enum constants leave no trace in BTF unless a type uses them. This unused
+ * variable names every shared enum so test/datapath-btf.test.ts can compare
+ * their values with TypeScript. It lives in a section libbpf skips (it logs
+ * "skipping unrecognized data section"), so it creates no map.
+ */
+struct rs_btf_enums {
+	enum rs_action action;
+	enum rs_stat stat;
+	enum rs_drop drop;
+	enum rs_event event;
+};
+SEC(".rs_btf") __attribute__((used)) struct rs_btf_enums rs_btf_enums;
+
+#endif /* RS_MAPS_H */

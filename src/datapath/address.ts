@@ -1,0 +1,158 @@
+/**
+ * Addresses as the data plane stores them: IPv4 and IPv6 in one 16-byte form
+ * (IPv4 mapped as ::ffff:a.b.c.d, see bpf/routeshift.h), and MAC addresses as
+ * 6 bytes. Parsing is strict and errors say what was expected.
+ */
+
+export type Family = 4 | 6;
+
+export interface ParsedAddress {
+  family: Family;
+  /** 16 bytes, network order; IPv4 as ::ffff:a.b.c.d. */
+  bytes: Buffer;
+}
+
+const V4_MAPPED_PREFIX = Buffer.from([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]);
+
+function parseIPv4Parts(text: string): number[] | null {
+  const parts = text.split('.');
+  if (parts.length !== 4) return null;
+  const out: number[] = [];
+  for (const p of parts) {
+    // decimal only, no leading zeros (they read as octal elsewhere)
+    if (!/^(0|[1-9][0-9]{0,2})$/.test(p)) return null;
+    const n = Number(p);
+    if (n > 255) return null;
+    out.push(n);
+  }
+  return out;
+}
+
+/** Parse dotted-quad IPv4 into 4 bytes. */
+export function parseIPv4(text: string): Buffer {
+  const parts = parseIPv4Parts(text);
+  if (!parts) throw new TypeError(`invalid IPv4 address ${JSON.stringify(text)}: expected a.b.c.d`);
+  return Buffer.from(parts);
+}
+
+/** Parse an IPv6 address (RFC 4291 text forms, embedded IPv4 allowed) into 16 bytes. */
+export function parseIPv6(text: string): Buffer {
+  const bad = (why: string): TypeError =>
+    new TypeError(`invalid IPv6 address ${JSON.stringify(text)}: ${why}`);
+  if (text.includes('%')) throw bad('zone indexes are not supported');
+  const halves = text.split('::');
+  if (halves.length > 2) throw bad("'::' may appear once");
+
+  const groups = (s: string): number[] => {
+    if (s === '') return [];
+    const out: number[] = [];
+    const items = s.split(':');
+    items.forEach((item, i) => {
+      if (i === items.length - 1 && item.includes('.')) {
+        const v4 = parseIPv4Parts(item);
+        if (!v4) throw bad(`bad embedded IPv4 ${JSON.stringify(item)}`);
+        out.push((v4[0]! << 8) | v4[1]!, (v4[2]! << 8) | v4[3]!);
+        return;
+      }
+      if (!/^[0-9a-fA-F]{1,4}$/.test(item)) throw bad(`bad group ${JSON.stringify(item)}`);
+      out.push(parseInt(item, 16));
+    });
+    return out;
+  };
+
+  const head = groups(halves[0]!);
+  const tail = halves.length === 2 ? groups(halves[1]!) : [];
+  let all: number[];
+  if (halves.length === 2) {
+    const missing = 8 - head.length - tail.length;
+    if (missing < 1) throw bad("'::' must stand for at least one group");
+    all = [...head, ...new Array<number>(missing).fill(0), ...tail];
+  } else {
+    all = head;
+  }
+  if (all.length !== 8) throw bad(`expected 8 groups, got ${all.length}`);
+  const buf = Buffer.alloc(16);
+  all.forEach((g, i) => buf.writeUInt16BE(g, i * 2));
+  return buf;
+}
+
+/**
+ * Parse an IPv4 or IPv6 address into the data plane's 16-byte form. An IPv6
+ * text of the form ::ffff:a.b.c.d is an IPv4 address (family 4): the data
+ * plane cannot tell them apart either.
+ */
+export function parseAddress(text: string): ParsedAddress {
+  if (typeof text !== 'string' || text.length === 0) {
+    throw new TypeError(`invalid IP address ${JSON.stringify(text)}: expected IPv4 or IPv6 text`);
+  }
+  if (!text.includes(':')) {
+    return { family: 4, bytes: Buffer.concat([V4_MAPPED_PREFIX, parseIPv4(text)]) };
+  }
+  const bytes = parseIPv6(text);
+  return { family: isV4Mapped(bytes) ? 4 : 6, bytes };
+}
+
+/** True if 16 bytes are an IPv4-mapped address. */
+export function isV4Mapped(bytes: Uint8Array): boolean {
+  if (bytes.length !== 16) return false;
+  for (let i = 0; i < 12; i++) if (bytes[i] !== V4_MAPPED_PREFIX[i]) return false;
+  return true;
+}
+
+/** Format 4 bytes as dotted quad. */
+export function formatIPv4(bytes: Uint8Array): string {
+  if (bytes.length !== 4) throw new RangeError(`IPv4 address needs 4 bytes, got ${bytes.length}`);
+  return Array.from(bytes).join('.');
+}
+
+/** Format 16 bytes as IPv6 in RFC 5952 canonical form. */
+export function formatIPv6(bytes: Uint8Array): string {
+  if (bytes.length !== 16) throw new RangeError(`IPv6 address needs 16 bytes, got ${bytes.length}`);
+  const groups: number[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push((bytes[i]! << 8) | bytes[i + 1]!);
+  // longest run of two or more zero groups, first one on ties
+  let bestStart = -1;
+  let bestLen = 1;
+  for (let i = 0; i < 8; ) {
+    if (groups[i] !== 0) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && groups[j] === 0) j++;
+    if (j - i > bestLen) {
+      bestStart = i;
+      bestLen = j - i;
+    }
+    i = j;
+  }
+  const hex = (gs: number[]): string => gs.map((g) => g.toString(16)).join(':');
+  if (bestStart < 0) return hex(groups);
+  return `${hex(groups.slice(0, bestStart))}::${hex(groups.slice(bestStart + bestLen))}`;
+}
+
+/** Format the data plane's 16-byte form: IPv4-mapped as dotted quad, else IPv6. */
+export function formatAddress(bytes: Uint8Array): string {
+  if (bytes.length !== 16) throw new RangeError(`address needs 16 bytes, got ${bytes.length}`);
+  return isV4Mapped(bytes) ? formatIPv4(bytes.subarray(12)) : formatIPv6(bytes);
+}
+
+/** Canonical text of an address (e.g. 'FD00:0::1' -> 'fd00::1'). */
+export function canonicalAddress(text: string): string {
+  return formatAddress(parseAddress(text).bytes);
+}
+
+/** Parse a MAC address 'aa:bb:cc:dd:ee:ff' (or with '-') into 6 bytes. */
+export function parseMac(text: string): Buffer {
+  const m = typeof text === 'string' ? /^([0-9a-fA-F]{2})([:-])([0-9a-fA-F]{2})(?:\2([0-9a-fA-F]{2})){4}$/.exec(text) : null;
+  if (!m) {
+    throw new TypeError(`invalid MAC address ${JSON.stringify(text)}: expected aa:bb:cc:dd:ee:ff`);
+  }
+  return Buffer.from(text.split(/[:-]/).map((h) => parseInt(h, 16)));
+}
+
+/** Format 6 bytes as 'aa:bb:cc:dd:ee:ff'. */
+export function formatMac(bytes: Uint8Array): string {
+  if (bytes.length !== 6) throw new RangeError(`MAC address needs 6 bytes, got ${bytes.length}`);
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join(':');
+}

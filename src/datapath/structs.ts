@@ -1,0 +1,407 @@
+/**
+ * TypeScript mirror of bpf/routeshift.h: the layout of every struct shared
+ * with the BPF programs, the enum values, and one Codec per struct. The
+ * codecs are built from LAYOUT, and test/datapath-btf.test.ts checks LAYOUT,
+ * ENUMS and MAPS against the BTF of bpf/uplink.o, so a change to the header
+ * that is not made here fails the test.
+ *
+ * Byte order: multi-byte integers are host order (little endian on x86-64
+ * and arm64), except the key's port, which is network order like the packet.
+ */
+import type { Codec } from '../bpf/codec.js';
+import { formatAddress, formatIPv4, formatIPv6, formatMac, parseAddress, parseIPv4, parseIPv6, parseMac } from './address.js';
+import type { Family } from './address.js';
+
+// ---------------------------------------------------------------- layout --
+
+interface FieldLayout {
+  readonly offset: number;
+  readonly size: number;
+}
+interface StructLayout {
+  readonly size: number;
+  readonly fields: Readonly<Record<string, FieldLayout>>;
+}
+
+const f = (offset: number, size: number): FieldLayout => ({ offset, size });
+
+/** Struct name (as in C) -> size, and field name (as in C) -> offset and size. */
+export const LAYOUT = {
+  rs_app_key: {
+    size: 20,
+    fields: { family: f(0, 1), proto: f(1, 1), port: f(2, 2), addr: f(4, 16) },
+  },
+  rs_redirect_value: {
+    size: 48,
+    fields: {
+      action: f(0, 4),
+      app_id: f(4, 4),
+      ifindex: f(8, 4),
+      flags: f(12, 4),
+      dmac: f(16, 6),
+      smac: f(22, 6),
+      tunnel_family: f(28, 1),
+      pad: f(29, 3),
+      tunnel_dst: f(32, 16),
+    },
+  },
+  rs_deliver_value: {
+    size: 24,
+    fields: { app_id: f(0, 4), ifindex: f(4, 4), dmac: f(8, 6), smac: f(14, 6), flags: f(20, 4) },
+  },
+  rs_counter: {
+    size: 16,
+    fields: { packets: f(0, 8), bytes: f(8, 8) },
+  },
+  rs_app_stats: {
+    size: 48,
+    fields: { by_action: f(0, 48) },
+  },
+  rs_config: {
+    size: 28,
+    fields: { tunnel_addr4: f(0, 4), tunnel_addr6: f(4, 16), mtu: f(20, 4), flags: f(24, 4) },
+  },
+} as const satisfies Record<string, StructLayout>;
+
+export type StructName = keyof typeof LAYOUT;
+
+// ----------------------------------------------------------------- enums --
+
+/** enum rs_action. 3 is kept for the planned connection-preserving action. */
+export const ACTIONS = { local: 1, forward: 2 } as const;
+export type Action = keyof typeof ACTIONS;
+
+/** enum rs_stat, in enum order: the per-application counter slots. */
+export const STATS = ['local', 'forward', 'deliver'] as const;
+export type Stat = (typeof STATS)[number];
+
+/**
+ * enum rs_drop, in enum order: why a packet was not forwarded by the
+ * program, for metric labels. 'too_big' packets are answered with ICMP
+ * (XDP_TX); 'ttl' packets are passed to the kernel, which answers them.
+ */
+export const DROP_REASONS = [
+  'malformed',
+  'no_route',
+  'too_big',
+  'no_delivery',
+  'ttl',
+  'redirect_failed',
+  'bad_entry',
+  'fragmentation',
+] as const;
+export type DropReason = (typeof DROP_REASONS)[number];
+
+/** enum rs_event, in enum order: packets passed to the kernel, counted. */
+export const EVENTS = ['unparsed', 'no_entry', 'no_neigh'] as const;
+export type EventName = (typeof EVENTS)[number];
+
+const enumOf = (prefix: string, names: readonly string[]): Record<string, number> => {
+  const out: Record<string, number> = {};
+  names.forEach((n, i) => (out[`${prefix}_${n.toUpperCase()}`] = i));
+  out[`${prefix}_MAX`] = names.length;
+  return out;
+};
+
+/** C enum name -> constant name -> value, as the BTF must show them. */
+export const ENUMS: Readonly<Record<string, Readonly<Record<string, number>>>> = {
+  rs_action: Object.fromEntries(
+    Object.entries(ACTIONS).map(([n, v]) => [`RS_ACTION_${n.toUpperCase()}`, v]),
+  ),
+  rs_stat: enumOf('RS_STAT', STATS),
+  rs_drop: enumOf('RS_DROP', DROP_REASONS),
+  rs_event: enumOf('RS_EVENT', EVENTS),
+};
+
+// ------------------------------------------------------------------ maps --
+
+export interface MapSpec {
+  readonly type: 'hash' | 'array' | 'percpu_array';
+  /** Struct name from LAYOUT, or 'u32' for array indexes. */
+  readonly key: StructName | 'u32';
+  readonly value: StructName;
+  /** Default max_entries in the object; user space may override before load. */
+  readonly maxEntries: number;
+}
+
+/** The maps of bpf/uplink.o (bpf/maps.h). */
+export const MAPS = {
+  rs_redirect: { type: 'hash', key: 'rs_app_key', value: 'rs_redirect_value', maxEntries: 65536 },
+  rs_deliver: { type: 'hash', key: 'rs_app_key', value: 'rs_deliver_value', maxEntries: 65536 },
+  rs_app_stats: { type: 'percpu_array', key: 'u32', value: 'rs_app_stats', maxEntries: 65536 },
+  rs_drops: { type: 'percpu_array', key: 'u32', value: 'rs_counter', maxEntries: DROP_REASONS.length },
+  rs_events: { type: 'percpu_array', key: 'u32', value: 'rs_counter', maxEntries: EVENTS.length },
+  rs_config: { type: 'array', key: 'u32', value: 'rs_config', maxEntries: 1 },
+} as const satisfies Record<string, MapSpec>;
+
+export type MapName = keyof typeof MAPS;
+
+/** Program section names in bpf/uplink.o. */
+export const PROGRAMS = { uplink: 'rs_uplink', pass: 'rs_pass' } as const;
+
+// ----------------------------------------------------------------- types --
+
+export type ProtoName = 'any' | 'tcp' | 'udp' | 'icmp' | 'icmpv6' | 'sctp';
+/** A protocol name, or an IP protocol number (0..255). */
+export type Proto = ProtoName | number;
+
+const PROTO_NUMBERS: Readonly<Record<ProtoName, number>> = {
+  any: 0,
+  icmp: 1,
+  tcp: 6,
+  udp: 17,
+  icmpv6: 58,
+  sctp: 132,
+};
+/** Protocols whose packets carry a destination port the program reads. */
+const PORTED = new Set([6, 17]);
+
+/** One application: a whole address, or one protocol (and port) of it. */
+export interface AppKey {
+  /** '10.0.0.1' or 'fd00::1'; the family follows from it. */
+  address: string;
+  /** 'any' (whole address), a name, or a protocol number. */
+  proto: Proto;
+  /** Destination port; 0 = every port (or a protocol without ports). */
+  port: number;
+}
+
+export type RedirectValue =
+  | { action: 'local'; appId: number; ifindex: number; dmac: string; smac: string }
+  | { action: 'forward'; appId: number; tunnel: string };
+
+export interface DeliverValue {
+  appId: number;
+  ifindex: number;
+  dmac: string;
+  smac: string;
+}
+
+export interface Counter {
+  packets: bigint;
+  bytes: bigint;
+}
+
+export type AppStats = Record<Stat, Counter>;
+
+export interface Config {
+  /** This host's IPv4 tunnel address, or null. */
+  tunnelAddr4: string | null;
+  /** This host's IPv6 tunnel address, or null. */
+  tunnelAddr6: string | null;
+  /** Outer MTU limit; 0 = the route's MTU. */
+  mtu: number;
+}
+
+// --------------------------------------------------------------- helpers --
+
+function checkUint(what: string, value: number, max: number): number {
+  if (!Number.isInteger(value) || value < 0 || value > max) {
+    throw new RangeError(`${what} must be an integer in 0..${max}, got ${String(value)}`);
+  }
+  return value;
+}
+
+export function protoNumber(proto: Proto): number {
+  if (typeof proto === 'number') return checkUint('protocol number', proto, 255);
+  const n = PROTO_NUMBERS[proto];
+  if (n === undefined) {
+    throw new TypeError(
+      `unknown protocol ${JSON.stringify(proto)}: expected one of ${Object.keys(PROTO_NUMBERS).join(', ')} or a number`,
+    );
+  }
+  return n;
+}
+
+export function protoName(n: number): Proto {
+  for (const [name, num] of Object.entries(PROTO_NUMBERS)) if (num === n) return name as ProtoName;
+  return n;
+}
+
+function familyOf(address: string, what: string): { family: Family; bytes: Buffer } {
+  try {
+    return parseAddress(address);
+  } catch (err) {
+    throw new TypeError(`${what}: ${(err as Error).message}`);
+  }
+}
+
+function field<S extends StructName>(s: S, name: keyof (typeof LAYOUT)[S]['fields']): number {
+  return (LAYOUT[s].fields as Record<PropertyKey, FieldLayout>)[name]!.offset;
+}
+
+// ---------------------------------------------------------------- codecs --
+
+export const appKeyCodec: Codec<AppKey> = {
+  size: LAYOUT.rs_app_key.size,
+  encode(value, into, offset) {
+    const { family, bytes } = familyOf(value.address, 'application key address');
+    const proto = protoNumber(value.proto);
+    const port = checkUint('port', value.port, 65535);
+    if (port !== 0 && !PORTED.has(proto)) {
+      throw new RangeError(
+        `port ${port} needs proto tcp or udp (the program reads ports of those only), got ${String(value.proto)}`,
+      );
+    }
+    const at = (name: keyof typeof LAYOUT.rs_app_key.fields): number => offset + field('rs_app_key', name);
+    into.fill(0, offset, offset + this.size);
+    into.writeUInt8(family, at('family'));
+    into.writeUInt8(proto, at('proto'));
+    into.writeUInt16BE(port, at('port'));
+    bytes.copy(into, at('addr'));
+  },
+  decode(from, offset) {
+    const at = (name: keyof typeof LAYOUT.rs_app_key.fields): number => offset + field('rs_app_key', name);
+    const addr = from.subarray(at('addr'), at('addr') + 16);
+    return {
+      address: formatAddress(addr),
+      proto: protoName(from.readUInt8(at('proto'))),
+      port: from.readUInt16BE(at('port')),
+    };
+  },
+};
+
+export const redirectValueCodec: Codec<RedirectValue> = {
+  size: LAYOUT.rs_redirect_value.size,
+  encode(value, into, offset) {
+    const at = (name: keyof typeof LAYOUT.rs_redirect_value.fields): number =>
+      offset + field('rs_redirect_value', name);
+    into.fill(0, offset, offset + this.size);
+    into.writeUInt32LE(ACTIONS[value.action], at('action'));
+    into.writeUInt32LE(checkUint('appId', value.appId, 0xffffffff), at('app_id'));
+    if (value.action === 'local') {
+      into.writeUInt32LE(checkUint('ifindex', value.ifindex, 0xffffffff), at('ifindex'));
+      parseMac(value.dmac).copy(into, at('dmac'));
+      parseMac(value.smac).copy(into, at('smac'));
+    } else {
+      const { family, bytes } = familyOf(value.tunnel, 'tunnel address');
+      into.writeUInt8(family, at('tunnel_family'));
+      bytes.copy(into, at('tunnel_dst'));
+    }
+  },
+  decode(from, offset) {
+    const at = (name: keyof typeof LAYOUT.rs_redirect_value.fields): number =>
+      offset + field('rs_redirect_value', name);
+    const action = from.readUInt32LE(at('action'));
+    const appId = from.readUInt32LE(at('app_id'));
+    if (action === ACTIONS.local) {
+      return {
+        action: 'local',
+        appId,
+        ifindex: from.readUInt32LE(at('ifindex')),
+        dmac: formatMac(from.subarray(at('dmac'), at('dmac') + 6)),
+        smac: formatMac(from.subarray(at('smac'), at('smac') + 6)),
+      };
+    }
+    if (action === ACTIONS.forward) {
+      const dst = from.subarray(at('tunnel_dst'), at('tunnel_dst') + 16);
+      const family = from.readUInt8(at('tunnel_family'));
+      return { action: 'forward', appId, tunnel: family === 6 ? formatIPv6(dst) : formatAddress(dst) };
+    }
+    throw new RangeError(`rs_redirect_value has unknown action ${action} (expected 1 local or 2 forward)`);
+  },
+};
+
+export const deliverValueCodec: Codec<DeliverValue> = {
+  size: LAYOUT.rs_deliver_value.size,
+  encode(value, into, offset) {
+    const at = (name: keyof typeof LAYOUT.rs_deliver_value.fields): number =>
+      offset + field('rs_deliver_value', name);
+    into.fill(0, offset, offset + this.size);
+    into.writeUInt32LE(checkUint('appId', value.appId, 0xffffffff), at('app_id'));
+    into.writeUInt32LE(checkUint('ifindex', value.ifindex, 0xffffffff), at('ifindex'));
+    parseMac(value.dmac).copy(into, at('dmac'));
+    parseMac(value.smac).copy(into, at('smac'));
+  },
+  decode(from, offset) {
+    const at = (name: keyof typeof LAYOUT.rs_deliver_value.fields): number =>
+      offset + field('rs_deliver_value', name);
+    return {
+      appId: from.readUInt32LE(at('app_id')),
+      ifindex: from.readUInt32LE(at('ifindex')),
+      dmac: formatMac(from.subarray(at('dmac'), at('dmac') + 6)),
+      smac: formatMac(from.subarray(at('smac'), at('smac') + 6)),
+    };
+  },
+};
+
+export const counterCodec: Codec<Counter> = {
+  size: LAYOUT.rs_counter.size,
+  encode(value, into, offset) {
+    into.writeBigUInt64LE(value.packets, offset + LAYOUT.rs_counter.fields.packets.offset);
+    into.writeBigUInt64LE(value.bytes, offset + LAYOUT.rs_counter.fields.bytes.offset);
+  },
+  decode(from, offset) {
+    return {
+      packets: from.readBigUInt64LE(offset + LAYOUT.rs_counter.fields.packets.offset),
+      bytes: from.readBigUInt64LE(offset + LAYOUT.rs_counter.fields.bytes.offset),
+    };
+  },
+};
+
+/** One CPU's slot of rs_app_stats (the map wrapper sums CPUs, see sumAppStats). */
+export const appStatsCodec: Codec<AppStats> = {
+  size: LAYOUT.rs_app_stats.size,
+  encode(value, into, offset) {
+    STATS.forEach((s, i) => counterCodec.encode(value[s], into, offset + i * counterCodec.size));
+  },
+  decode(from, offset) {
+    const out = {} as AppStats;
+    STATS.forEach((s, i) => (out[s] = counterCodec.decode(from, offset + i * counterCodec.size)));
+    return out;
+  },
+};
+
+export const configCodec: Codec<Config> = {
+  size: LAYOUT.rs_config.size,
+  encode(value, into, offset) {
+    const at = (name: keyof typeof LAYOUT.rs_config.fields): number => offset + field('rs_config', name);
+    into.fill(0, offset, offset + this.size);
+    if (value.tunnelAddr4 !== null) parseIPv4(value.tunnelAddr4).copy(into, at('tunnel_addr4'));
+    if (value.tunnelAddr6 !== null) {
+      const v6 = parseIPv6(value.tunnelAddr6);
+      if (parseAddress(value.tunnelAddr6).family !== 6) {
+        throw new TypeError(`tunnelAddr6 ${value.tunnelAddr6} is an IPv4-mapped address; set tunnelAddr4`);
+      }
+      v6.copy(into, at('tunnel_addr6'));
+    }
+    into.writeUInt32LE(checkUint('mtu', value.mtu, 0xffff), at('mtu'));
+  },
+  decode(from, offset) {
+    const at = (name: keyof typeof LAYOUT.rs_config.fields): number => offset + field('rs_config', name);
+    const a4 = from.subarray(at('tunnel_addr4'), at('tunnel_addr4') + 4);
+    const a6 = from.subarray(at('tunnel_addr6'), at('tunnel_addr6') + 16);
+    return {
+      tunnelAddr4: a4.every((b) => b === 0) ? null : formatIPv4(a4),
+      tunnelAddr6: a6.every((b) => b === 0) ? null : formatIPv6(a6),
+      mtu: from.readUInt32LE(at('mtu')),
+    };
+  },
+};
+
+// ------------------------------------------------------------ aggregates --
+
+export function zeroCounter(): Counter {
+  return { packets: 0n, bytes: 0n };
+}
+
+export function sumCounters(values: readonly Counter[]): Counter {
+  return values.reduce((a, c) => ({ packets: a.packets + c.packets, bytes: a.bytes + c.bytes }), zeroCounter());
+}
+
+/** Sum the per-CPU values of one application's stats. */
+export function sumAppStats(perCpu: readonly AppStats[]): AppStats {
+  const out = {} as AppStats;
+  for (const s of STATS) out[s] = sumCounters(perCpu.map((v) => v[s]));
+  return out;
+}
+
+/** Index of a drop reason in rs_drops. */
+export function dropIndex(reason: DropReason): number {
+  return DROP_REASONS.indexOf(reason);
+}
+
+/** Index of an event in rs_events. */
+export function eventIndex(event: EventName): number {
+  return EVENTS.indexOf(event);
+}
