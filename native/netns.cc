@@ -46,10 +46,24 @@ Napi::Value InNetns(const Napi::CallbackInfo& info) {
   return result;
 }
 
+// enterNetns(path): move the calling thread into the namespace for good.
+// The agent uses it after opening its listening socket, so the API is served
+// from where it started while links, netlink and BPF act in the host's
+// namespace (test topologies and the demo run hosts as namespaces).
+Napi::Value EnterNetns(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path = info[0].As<Napi::String>();
+  Fd target{open(path.c_str(), O_RDONLY | O_CLOEXEC)};
+  if (target.fd < 0) ThrowErrno(env, errno, "open network namespace " + path);
+  if (setns(target.fd, CLONE_NEWNET) != 0) ThrowErrno(env, errno, "enter network namespace " + path);
+  return env.Undefined();
+}
+
 }  // namespace
 
 void InitNetnsFunctions(Napi::Env env, Napi::Object exports) {
   exports.Set("inNetns", Napi::Function::New(env, InNetns));
+  exports.Set("enterNetns", Napi::Function::New(env, EnterNetns));
 }
 
 }  // namespace rs

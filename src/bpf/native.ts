@@ -127,6 +127,7 @@ export interface NativeAddon {
   libbpfVersion(): string;
   ifNameToIndex(name: string): number;
   inNetns<T>(path: string, fn: () => T): T;
+  enterNetns(path: string): void;
 }
 
 /** Repository root, found from this file whether it runs from src/ or dist/src/. */

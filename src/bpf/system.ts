@@ -55,3 +55,12 @@ export function possibleCpus(): number {
 export function libbpfVersion(): string {
   return addon().libbpfVersion();
 }
+
+/**
+ * Move the calling (main) thread into the named network namespace for good.
+ * Sockets opened before keep their namespace; later ones, child processes,
+ * netlink and BPF test runs use the new one.
+ */
+export function enterNetns(name: string): void {
+  addon().enterNetns(`/run/netns/${name}`);
+}

@@ -1,0 +1,183 @@
+/**
+ * Agent start-up and shutdown: take the uplink's lock, load (or adopt) the
+ * data plane, configure this host's tunnel addresses, serve the API.
+ */
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import type { FastifyInstance } from 'fastify';
+import { destination, pino, type Logger } from 'pino';
+import { enterNetns, inNetns, type XdpMode } from '../bpf/index.js';
+import { canonicalAddress, parseAddress } from '../datapath/address.js';
+import { HostDatapath, defaultPinDir } from '../datapath/host.js';
+import type { Config } from '../datapath/structs.js';
+import { EntryStore } from './entries.js';
+import { PidLock } from './lock.js';
+import { createMetrics } from './metrics.js';
+import { buildServer } from './server.js';
+import { loadOrCreateToken } from './token.js';
+
+export const DEFAULT_TOKEN_FILE = '/etc/routeshift/token';
+export const DEFAULT_LISTEN = '127.0.0.1:7450';
+const VERSION = '0.1.0';
+
+export interface AgentOptions {
+  uplink: string;
+  listen: string;
+  tokenFile: string;
+  insecure: boolean;
+  pinDir?: string;
+  /** This host's tunnel addresses (v4 and/or v6); default: the uplink's global addresses. */
+  tunnelAddrs?: string[];
+  mtu?: number;
+  xdpMode: XdpMode;
+  capacity?: number;
+  replace: boolean;
+  detachOnExit: boolean;
+  tls?: { certFile: string; keyFile: string };
+  logger?: Logger;
+  /**
+   * Run the data plane side in this network namespace while serving the API
+   * from the current one (hosts of a test topology or the demo).
+   */
+  netns?: string;
+}
+
+export interface RunningAgent {
+  url: string;
+  tokenGenerated: boolean;
+  tokenFile: string | undefined;
+  datapath: HostDatapath;
+  store: EntryStore;
+  server: FastifyInstance;
+  /** Stop serving; leaves the data plane forwarding unless detach. */
+  close(detach?: boolean): Promise<void>;
+}
+
+export function parseListen(listen: string): { host: string; port: number } {
+  const m = /^\[?([^\]]+?)\]?:(\d{1,5})$/.exec(listen);
+  const port = m ? Number(m[2]) : NaN;
+  if (!m || port > 65535) throw new Error(`--listen ${JSON.stringify(listen)}: expected ADDR:PORT, e.g. 127.0.0.1:7450`);
+  return { host: m[1]!, port };
+}
+
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\./.test(host);
+}
+
+/** The uplink's global IPv4 and IPv6 addresses, the default tunnel endpoints. */
+function uplinkAddresses(uplink: string): string[] {
+  const out = execFileSync('ip', ['-j', 'addr', 'show', 'dev', uplink], { encoding: 'utf8' });
+  const [link] = JSON.parse(out) as { addr_info?: { family: string; local: string; scope: string }[] }[];
+  const addrs = (link?.addr_info ?? []).filter((a) => a.scope === 'global');
+  const v4 = addrs.find((a) => a.family === 'inet');
+  const v6 = addrs.find((a) => a.family === 'inet6');
+  return [v4?.local, v6?.local].filter((a): a is string => a !== undefined);
+}
+
+export function tunnelConfig(addrs: readonly string[], mtu: number): Config {
+  const config: Config = { tunnelAddr4: null, tunnelAddr6: null, mtu };
+  for (const a of addrs) {
+    const family = parseAddress(a).family;
+    if (family === 4) config.tunnelAddr4 = canonicalAddress(a);
+    else config.tunnelAddr6 = canonicalAddress(a);
+  }
+  return config;
+}
+
+export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
+  const log =
+    opts.logger ??
+    pino({ name: 'routeshift-agent', level: process.env.ROUTESHIFT_LOG_LEVEL ?? 'info' }, destination(2));
+  if (process.getuid?.() !== 0) {
+    throw new Error('the agent loads XDP programs and pins BPF maps: run it as root (CAP_BPF + CAP_NET_ADMIN + CAP_SYS_ADMIN)');
+  }
+  const { host, port } = parseListen(opts.listen);
+  if (opts.insecure && !isLoopback(host)) {
+    throw new Error(`--insecure serves without a token, so it only listens on loopback; ${host} is not`);
+  }
+  const pinDir = opts.pinDir ?? defaultPinDir(opts.uplink);
+  const lock = PidLock.acquire(`agent-${pinDir}`, `uplink ${opts.uplink} (pin dir ${pinDir})`);
+  let dp: HostDatapath | undefined;
+  try {
+    const token = opts.insecure ? undefined : loadOrCreateToken(opts.tokenFile);
+    const inHost = <T>(fn: () => T): T => (opts.netns ? inNetns(opts.netns, fn) : fn());
+    dp = inHost(() => HostDatapath.open({
+      uplink: opts.uplink,
+      pinDir,
+      xdpMode: opts.xdpMode,
+      ...(opts.capacity ? { capacity: opts.capacity } : {}),
+      replaceForeign: opts.replace,
+    }));
+    const wanted = tunnelConfig(opts.tunnelAddrs ?? inHost(() => uplinkAddresses(opts.uplink)), opts.mtu ?? 0);
+    if (!wanted.tunnelAddr4 && !wanted.tunnelAddr6) {
+      throw new Error(`uplink ${opts.uplink} has no global address: give --tunnel-addr`);
+    }
+    const current = dp.getConfig();
+    if (JSON.stringify(current) !== JSON.stringify(wanted)) {
+      dp.setConfig(wanted);
+      log.info({ before: current, after: wanted }, 'tunnel config set');
+    }
+    const store = new EntryStore(dp, log.child({ component: 'entries' }));
+    const metrics = createMetrics(dp, store);
+    const started = Date.now();
+    const datapath = dp;
+    const status = (): Record<string, unknown> => ({
+      uplink: opts.uplink,
+      ifindex: datapath.ifindex,
+      hook: {
+        type: 'xdp',
+        mode: datapath.xdpMode,
+        programId: datapath.program.id,
+        attachedProgramId: datapath.attachedProgramId(),
+        // Native XDP redirects into a veth arrive only if the veth's peer runs an XDP program (DESIGN.md).
+        note: datapath.xdpMode === 'native' ? 'veth targets need an XDP program (rs_pass) or GRO on their peer' : undefined,
+      },
+      tunnel: { v4: datapath.getConfig().tunnelAddr4, v6: datapath.getConfig().tunnelAddr6, mtu: datapath.getConfig().mtu },
+      pinDir,
+      adopted: datapath.adopted,
+      uptimeSeconds: Math.round((Date.now() - started) / 1000),
+      entries: store.counts,
+      capacity: { apps: datapath.redirect.info.maxEntries, deliveries: datapath.deliver.info.maxEntries },
+      drops: Object.fromEntries(Object.entries(datapath.dropCounts()).map(([k, v]) => [k, v.packets.toString()])),
+      version: VERSION,
+    });
+    const tls = opts.tls ? { cert: readFileSync(opts.tls.certFile), key: readFileSync(opts.tls.keyFile) } : undefined;
+    const server = buildServer({ store, metrics, status, token: token?.token, logger: log, ...(tls ? { tls } : {}) });
+    await server.listen({ host, port });
+    // The listening socket stays where it was opened; everything after acts in the host.
+    if (opts.netns) enterNetns(opts.netns);
+    const addr = server.server.address();
+    const boundPort = typeof addr === 'object' && addr ? addr.port : port;
+    const url = `${tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${boundPort}`;
+    log.info({ url, uplink: opts.uplink, pinDir, adopted: dp.adopted, mode: dp.xdpMode, entries: store.counts }, 'agent ready');
+    let closed = false;
+    return {
+      url,
+      tokenGenerated: token?.generated ?? false,
+      tokenFile: token?.path,
+      datapath,
+      store,
+      server,
+      async close(detach = opts.detachOnExit) {
+        if (closed) return;
+        closed = true;
+        await server.close();
+        if (detach) datapath.detach();
+        datapath.close();
+        lock.release();
+      },
+    };
+  } catch (err) {
+    if (dp) {
+      const fresh = !dp.adopted;
+      dp.close();
+      // A first start that failed half-way takes back what it attached and pinned.
+      if (fresh) {
+        if (opts.netns) inNetns(opts.netns, () => HostDatapath.cleanup(opts.uplink, pinDir));
+        else HostDatapath.cleanup(opts.uplink, pinDir);
+      }
+    }
+    lock.release();
+    throw err;
+  }
+}

@@ -1,0 +1,92 @@
+/**
+ * Prometheus metrics of one agent. Forwarding counters are read from the
+ * per-CPU maps when Prometheus scrapes (collect callbacks), never polled, so
+ * a scrape always shows the kernel's numbers at that moment.
+ */
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import type { HostDatapath } from '../datapath/host.js';
+import { DROP_REASONS, EVENTS } from '../datapath/structs.js';
+import type { EntryStore } from './entries.js';
+
+export interface AgentMetrics {
+  readonly contentType: string;
+  render(): Promise<string>;
+  readonly registry: Registry;
+}
+
+export function createMetrics(dp: HostDatapath, store: EntryStore): AgentMetrics {
+  const registry = new Registry();
+  registry.setDefaultLabels({ uplink: dp.uplink });
+  collectDefaultMetrics({ register: registry, prefix: 'routeshift_agent_' });
+
+  const perApp = (values: (set: (labels: Record<string, string>, v: bigint) => void) => void) =>
+    function (this: Counter) {
+      this.reset();
+      values((labels, v) => this.inc(labels, Number(v)));
+    };
+
+  const eachEntryCounter = (field: 'packets' | 'bytes') => (set: (labels: Record<string, string>, v: bigint) => void) => {
+    for (const a of store.listApps()) {
+      set({ app: a.name, action: 'local' }, BigInt(a.counters.local[field]));
+      set({ app: a.name, action: 'forward' }, BigInt(a.counters.forward[field]));
+    }
+    for (const d of store.listDeliveries()) set({ app: d.name, action: 'deliver' }, BigInt(d.counters.deliver[field]));
+  };
+
+  new Counter({
+    name: 'routeshift_app_packets_total',
+    help: 'Packets handled per application and action (local: delivered on this host, forward: tunnelled to another host, deliver: received through the tunnel).',
+    labelNames: ['app', 'action'],
+    registers: [registry],
+    collect: perApp(eachEntryCounter('packets')),
+  });
+  new Counter({
+    name: 'routeshift_app_bytes_total',
+    help: 'Bytes (frame length as received) per application and action.',
+    labelNames: ['app', 'action'],
+    registers: [registry],
+    collect: perApp(eachEntryCounter('bytes')),
+  });
+  new Counter({
+    name: 'routeshift_drops_total',
+    help: 'Packets the data plane did not forward, by reason (see bpf/routeshift.h enum rs_drop).',
+    labelNames: ['reason'],
+    registers: [registry],
+    collect: perApp((set) => {
+      const d = dp.dropCounts();
+      for (const r of DROP_REASONS) set({ reason: r }, d[r].packets);
+    }),
+  });
+  new Counter({
+    name: 'routeshift_passed_total',
+    help: 'Packets handed to the kernel untouched, by event (no_entry: not an application of ours).',
+    labelNames: ['event'],
+    registers: [registry],
+    collect: perApp((set) => {
+      const e = dp.eventCounts();
+      for (const n of EVENTS) set({ event: n }, e[n].packets);
+    }),
+  });
+  new Gauge({
+    name: 'routeshift_entries',
+    help: 'Entries in the agent maps.',
+    labelNames: ['map'],
+    registers: [registry],
+    collect() {
+      const c = store.counts;
+      this.set({ map: 'redirect' }, c.apps);
+      this.set({ map: 'deliver' }, c.deliveries);
+    },
+  });
+  new Gauge({
+    name: 'routeshift_map_capacity',
+    help: 'Maximum entries of each agent map.',
+    labelNames: ['map'],
+    registers: [registry],
+    collect() {
+      this.set({ map: 'redirect' }, dp.redirect.info.maxEntries);
+      this.set({ map: 'deliver' }, dp.deliver.info.maxEntries);
+    },
+  });
+  return { registry, contentType: registry.contentType, render: () => registry.metrics() };
+}

@@ -1,0 +1,88 @@
+/**
+ * The agent's HTTP API (docs/agent-api.md) on fastify: bearer-token auth,
+ * JSON in and out, every write through the one EntryStore path.
+ */
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import type { Logger } from 'pino';
+import { isApiError } from './errors.js';
+import type { EntryStore } from './entries.js';
+import type { AgentMetrics } from './metrics.js';
+import { bearerMatches } from './token.js';
+
+export interface ServerOptions {
+  store: EntryStore;
+  metrics: AgentMetrics;
+  status: () => Record<string, unknown>;
+  /** undefined only with --insecure (loopback). */
+  token: string | undefined;
+  logger: Logger;
+  tls?: { key: Buffer; cert: Buffer };
+}
+
+type NameParams = { Params: { name: string } };
+
+export function buildServer(opts: ServerOptions): FastifyInstance {
+  const app = Fastify({
+    logger: false, // the agent logs entry changes and failures itself
+    bodyLimit: 64 * 1024 * 1024, // a drain batch of 100k ops is ~15 MB
+    ...(opts.tls ? { https: opts.tls } : {}),
+  });
+
+  app.addHook('onRequest', async (req: FastifyRequest, reply: FastifyReply) => {
+    if (req.url === '/healthz' || opts.token === undefined) return;
+    if (!bearerMatches(req.headers.authorization, opts.token)) {
+      await reply.code(401).header('www-authenticate', 'Bearer').send({ error: 'missing or wrong bearer token' });
+    }
+  });
+
+  app.setErrorHandler(async (err: unknown, _req, reply) => {
+    if (isApiError(err)) {
+      const body: { error: string; field?: string } = { error: err.message };
+      if ('field' in err) body.field = err.field;
+      return reply.code(err.status).send(body);
+    }
+    const e = err as { statusCode?: number; message?: string; code?: string };
+    if (e.statusCode && e.statusCode >= 400 && e.statusCode < 500) {
+      // fastify's own: malformed JSON, wrong content type, body too large.
+      return reply.code(e.statusCode).send({ error: e.message ?? 'bad request' });
+    }
+    opts.logger.error({ err }, 'request failed');
+    return reply.code(500).send({ error: e.message ?? String(err), ...(e.code ? { code: e.code } : {}) });
+  });
+
+  app.setNotFoundHandler(async (req, reply) => reply.code(404).send({ error: `no route ${req.method} ${req.url}` }));
+
+  const { store } = opts;
+  app.get('/healthz', async () => ({ ok: true }));
+  app.get('/status', async () => opts.status());
+  app.get('/metrics', async (_req, reply) => {
+    const text = await opts.metrics.render();
+    return reply.header('content-type', opts.metrics.contentType).send(text);
+  });
+
+  app.get('/v1/apps', async () => ({ apps: store.listApps() }));
+  app.get<NameParams>('/v1/apps/:name', async (req) => store.getApp(req.params.name));
+  app.put<NameParams>('/v1/apps/:name', async (req, reply) => {
+    const r = store.putApp(req.params.name, req.body, 'api');
+    return reply.code(r.created ? 201 : 200).send(r.app);
+  });
+  app.post<NameParams>('/v1/apps/:name/action', async (req) => store.setAction(req.params.name, req.body, 'api'));
+  app.delete<NameParams>('/v1/apps/:name', async (req, reply) => {
+    store.deleteApp(req.params.name, 'api');
+    return reply.code(204).send();
+  });
+
+  app.get('/v1/deliveries', async () => ({ deliveries: store.listDeliveries() }));
+  app.get<NameParams>('/v1/deliveries/:name', async (req) => store.getDelivery(req.params.name));
+  app.put<NameParams>('/v1/deliveries/:name', async (req, reply) => {
+    const r = store.putDelivery(req.params.name, req.body, 'api');
+    return reply.code(r.created ? 201 : 200).send(r.delivery);
+  });
+  app.delete<NameParams>('/v1/deliveries/:name', async (req, reply) => {
+    store.deleteDelivery(req.params.name, 'api');
+    return reply.code(204).send();
+  });
+
+  app.post('/v1/batch', async (req) => ({ applied: store.batch(req.body, 'api') }));
+  return app;
+}

@@ -1,0 +1,35 @@
+#!/usr/bin/env node
+/**
+ * routeshift command line. Each command lives in its own module under
+ * src/cli/commands/ and is registered here.
+ */
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { commands } from './commands/index.js';
+import { ExitCode, UsageError, formatError } from './common.js';
+
+async function main(): Promise<void> {
+  let parser = yargs(hideBin(process.argv))
+    .scriptName('routeshift')
+    .usage('$0 <command> [options]\n\nLive-migrate applications between hosts and drain hosts by changing BPF map entries.')
+    .strict()
+    .parserConfiguration({ 'duplicate-arguments-array': false })
+    .demandCommand(1, 'say which command to run (see --help)')
+    .recommendCommands()
+    .help()
+    .alias('h', 'help')
+    .version(false)
+    .wrap(Math.min(110, process.stdout.columns || 100))
+    .fail((msg, err) => {
+      // Bad usage: say what is wrong and exit 2; never a stack trace.
+      throw err ?? new UsageError(msg);
+    });
+  for (const c of commands) parser = parser.command(c);
+  await parser.parseAsync();
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`routeshift: ${formatError(err)}\n`);
+  if (err instanceof UsageError) process.stderr.write('run `routeshift --help` for usage\n');
+  process.exitCode = err instanceof UsageError ? ExitCode.Usage : (err as { exitCode?: number }).exitCode ?? ExitCode.Failed;
+});

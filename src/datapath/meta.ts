@@ -1,0 +1,69 @@
+/**
+ * Names of entries, kept in a pinned map beside the data plane's maps so
+ * the agent's whole state lives in bpffs: a restarted agent finds every
+ * name, key and device there, and nothing can disagree with a state file.
+ * User space only (no BPF program reads it), so it is not in routeshift.h.
+ */
+import type { Codec } from '../bpf/codec.js';
+import { formatMac, parseMac } from './address.js';
+import { appKeyCodec, type AppKey } from './structs.js';
+
+export type EntryKind = 'app' | 'delivery';
+
+export interface MetaValue {
+  kind: EntryKind;
+  key: AppKey;
+  name: string;
+  /** The entry's interface on this host, by name (ifindex is in the entry). */
+  dev: string;
+  /** The application's MAC on `dev`, if known (so LOCAL can be restored after FORWARD). */
+  mac: string | null;
+}
+
+const KIND_CODE: Record<EntryKind, number> = { app: 1, delivery: 2 };
+const NAME_BYTES = 48;
+const DEV_BYTES = 16;
+// kind u8, pad[3], rs_app_key (20), name[48], dev[16], mac[6], reserved[2]
+const OFF_KEY = 4;
+const OFF_NAME = OFF_KEY + appKeyCodec.size;
+const OFF_DEV = OFF_NAME + NAME_BYTES;
+const OFF_MAC = OFF_DEV + DEV_BYTES;
+export const META_VALUE_SIZE = OFF_MAC + 8;
+
+function writeString(into: Buffer, offset: number, max: number, s: string, what: string): void {
+  const bytes = Buffer.from(s, 'utf8');
+  if (bytes.length > max) throw new RangeError(`${what} ${JSON.stringify(s)} is longer than ${max} bytes`);
+  bytes.copy(into, offset);
+}
+
+function readString(from: Buffer, offset: number, max: number): string {
+  const raw = from.subarray(offset, offset + max);
+  const end = raw.indexOf(0);
+  return raw.subarray(0, end < 0 ? max : end).toString('utf8');
+}
+
+export const metaValueCodec: Codec<MetaValue> = {
+  size: META_VALUE_SIZE,
+  encode(value, into, offset) {
+    into.fill(0, offset, offset + META_VALUE_SIZE);
+    into.writeUInt8(KIND_CODE[value.kind], offset);
+    appKeyCodec.encode(value.key, into, offset + OFF_KEY);
+    writeString(into, offset + OFF_NAME, NAME_BYTES, value.name, 'name');
+    writeString(into, offset + OFF_DEV, DEV_BYTES, value.dev, 'device name');
+    if (value.mac !== null) parseMac(value.mac).copy(into, offset + OFF_MAC);
+  },
+  decode(from, offset) {
+    const code = from.readUInt8(offset);
+    const mac = from.subarray(offset + OFF_MAC, offset + OFF_MAC + 6);
+    const kind: EntryKind = code === KIND_CODE.delivery ? 'delivery' : 'app';
+    return {
+      kind,
+      key: appKeyCodec.decode(from, offset + OFF_KEY),
+      name: readString(from, offset + OFF_NAME, NAME_BYTES),
+      dev: readString(from, offset + OFF_DEV, DEV_BYTES),
+      mac: mac.every((b) => b === 0) ? null : formatMac(mac),
+    };
+  },
+};
+
+export const MAX_NAME_BYTES = NAME_BYTES;
