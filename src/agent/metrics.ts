@@ -18,6 +18,10 @@ export function createMetrics(dp: HostDatapath, store: EntryStore): AgentMetrics
   const registry = new Registry();
   registry.setDefaultLabels({ uplink: dp.uplink });
   collectDefaultMetrics({ register: registry, prefix: 'routeshift_agent_' });
+  // These three are gauges named *_total, which promtool rightly flags.
+  for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) {
+    registry.removeSingleMetric(`routeshift_agent_${name}`);
+  }
 
   const perApp = (values: (set: (labels: Record<string, string>, v: bigint) => void) => void) =>
     function (this: Counter) {
