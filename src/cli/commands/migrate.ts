@@ -1,0 +1,117 @@
+/**
+ * `routeshift migrate NAME --from URL --to URL --dest-dev IF` — move one
+ * application by map updates (DESIGN.md, the migration protocol), or with
+ * `--resume` finish/undo one a dead controller left half-way.
+ */
+import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
+import { ExitCode, UsageError } from '../common.js';
+import { checkName } from '../../controller/agent-client.js';
+import {
+  ProgressPrinter,
+  announceSpec,
+  driverSpec,
+  fmtMs,
+  httpConnector,
+  migrationOptions,
+  parseUrl,
+  timing,
+  type SharedArgs,
+} from '../../controller/cli-support.js';
+import { describeTable, type MigrationResult } from '../../controller/machine.js';
+import { ControllerMetrics } from '../../controller/metrics.js';
+import { migrate } from '../../controller/migrate.js';
+import { resume, type ResumeResult } from '../../controller/resume.js';
+
+interface MigrateArgs extends SharedArgs {
+  name: string;
+  from?: string;
+  to?: string;
+  'dest-dev'?: string;
+  'dest-mac'?: string;
+  resume: boolean;
+}
+
+export const exitCodeOf = (outcome: MigrationResult['outcome']): number =>
+  outcome === 'done' ? ExitCode.Ok : outcome === 'rolled-back' ? ExitCode.Failed : ExitCode.NeedsAttention;
+
+export const migrateCommand: CommandModule<object, MigrateArgs> = {
+  command: 'migrate <name>',
+  describe: 'live-migrate one application from one host to another by changing BPF map entries',
+  builder: (y: Argv<object>) =>
+    migrationOptions(
+      y
+        .positional('name', { type: 'string', demandOption: true, describe: 'the app\'s name on the source agent' })
+        .option('from', { type: 'string', describe: 'source agent URL (where the app is LOCAL now)' })
+        .option('to', { type: 'string', describe: 'destination agent URL' })
+        .option('dest-dev', { type: 'string', describe: 'the app\'s interface on the destination host (e.g. its veth)' })
+        .option('dest-mac', { type: 'string', describe: 'the app\'s MAC on the destination (default: the agent looks it up)' })
+        .option('resume', {
+          type: 'boolean',
+          default: false,
+          describe: 'finish or roll back the last migration of NAME from its journal in --state-dir (after a controller crash); other options come from the journal',
+        }),
+    ).epilog(
+      `Steps (each journaled before it is applied; any failure before STOP rolls back, after SWITCH rolls forward):\n\n${describeTable()}\n\n` +
+        'Exit codes: 0 done, 1 failed and rolled back, 2 bad usage, 3 failed and needs attention (see --resume).',
+    ) as unknown as Argv<MigrateArgs>,
+  handler: async (args: ArgumentsCamelCase<MigrateArgs>) => {
+    const name = args.name;
+    try {
+      checkName(name);
+    } catch (err) {
+      throw new UsageError((err as Error).message);
+    }
+    const connect = httpConnector(args);
+    const metrics = new ControllerMetrics();
+    const printer = args.json ? undefined : new ProgressPrinter(process.stdout, 1);
+    let result: MigrationResult | ResumeResult;
+    if (args.resume) {
+      if (!args.json) process.stdout.write(`resuming the migration of ${name} from ${args['state-dir']}\n`);
+      result = await resume({ stateDir: args['state-dir'], app: name, connect, metrics, ...(printer ? { observe: printer.observer } : {}) });
+    } else {
+      const missing = (['from', 'to', 'dest-dev'] as const).filter((k) => !args[k]);
+      if (missing.length) throw new UsageError(`migrate needs ${missing.map((k) => `--${k}`).join(', ')} (or --resume)`);
+      const opts = {
+        app: name,
+        from: parseUrl(args.from as string, '--from'),
+        to: parseUrl(args.to as string, '--to'),
+        destDev: args['dest-dev'] as string,
+        ...(args['dest-mac'] ? { destMac: args['dest-mac'] } : {}),
+        driver: driverSpec(args),
+        announce: announceSpec(args),
+        timing: timing(args),
+        stateDir: args['state-dir'],
+        connect,
+        metrics,
+        ...(printer ? { observe: printer.observer } : {}),
+      };
+      if (opts.from === opts.to) throw new UsageError('--from and --to name the same agent');
+      if (!args.json) process.stdout.write(`migrating ${name}: ${opts.from} → ${opts.to}\n`);
+      result = await migrate(opts);
+    }
+    printer?.flush();
+    if (args.json) {
+      process.stdout.write(JSON.stringify({ ...result, metrics: await metrics.json() }, null, 2) + '\n');
+    } else {
+      process.stdout.write(summary(result) + '\n');
+    }
+    process.exitCode = exitCodeOf(result.outcome);
+  },
+};
+
+function summary(r: MigrationResult): string {
+  const phases = Object.entries(r.phases)
+    .map(([k, v]) => `${k} ${fmtMs(v)}`)
+    .join(', ');
+  switch (r.outcome) {
+    case 'done':
+      return `${r.app} now runs on ${r.to} (${fmtMs(r.totalMs)}${phases ? `; ${phases}` : ''})`;
+    case 'rolled-back':
+      return `${r.app} stays on ${r.from}: rolled back after ${r.error ?? 'a failure'}`;
+    case 'failed':
+      return (
+        `${r.app} NEEDS ATTENTION: ${r.error ?? 'failed'}\n` +
+        `  journal ${r.journal}; fix the cause, then run: routeshift migrate ${r.app} --resume`
+      );
+  }
+}

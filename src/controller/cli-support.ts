@@ -1,0 +1,315 @@
+/**
+ * What the `migrate` and `drain` commands share: their options (driver,
+ * announce hook, timing, state directory, token), turning those options
+ * into the journal-able specs, the agent connector, and the progress
+ * printer. Kept here so the two commands cannot drift apart.
+ */
+import { accessSync, constants } from 'node:fs';
+import { isIP } from 'node:net';
+import type { Argv } from 'yargs';
+import { UsageError, readTokenFile } from '../cli/common.js';
+import { type AgentApi, type AgentConnector, HttpAgentClient, normaliseAgentUrl } from './agent-client.js';
+import { ANNOUNCE_KINDS, type AnnounceSpec } from './announce.js';
+import { DEFAULT_STATE_DIR, DEFAULT_TIMING, type Timing } from './journal.js';
+import type { MigrationEvent, MigrationObserver } from './machine.js';
+import { DRIVER_KINDS, type DriverSpec, type ProbeSpec } from '../workload/index.js';
+
+export interface SharedArgs {
+  'token-file'?: string;
+  'agent-timeout-ms': number;
+  'state-dir': string;
+  driver: (typeof DRIVER_KINDS)[number];
+  'src-netns'?: string;
+  'dst-netns'?: string;
+  cmd?: string;
+  probe?: string;
+  'probe-netns'?: string;
+  'exec-start'?: string;
+  'exec-probe'?: string;
+  'exec-stop'?: string;
+  'hook-timeout-ms': number;
+  announce: (typeof ANNOUNCE_KINDS)[number];
+  'announce-netns'?: string;
+  'announce-via'?: string;
+  'announce-dev'?: string;
+  'announce-exec'?: string;
+  'ready-timeout-ms': number;
+  'probe-interval-ms': number;
+  'stop-grace-ms': number;
+  'announce-grace-ms': number;
+  attempts: number;
+  json: boolean;
+}
+
+/** The options every command that talks to agents takes. */
+export function agentOptions<T>(y: Argv<T>) {
+  return y
+    .option('token-file', {
+      type: 'string',
+      describe: 'file holding the agents\' bearer token (default: $ROUTESHIFT_TOKEN_FILE)',
+    })
+    .option('agent-timeout-ms', { type: 'number', default: 5000, describe: 'give up on an agent request after this long' })
+    .option('json', { type: 'boolean', default: false, describe: 'print one JSON document (for machines) instead of progress lines' });
+}
+
+/** Driver, announce hook, timing and state directory options of migrate and drain. */
+export function migrationOptions<T>(y: Argv<T>) {
+  return agentOptions(y)
+    .option('state-dir', {
+      type: 'string',
+      default: DEFAULT_STATE_DIR,
+      describe: 'where the journal (one file per run) and per-app locks are kept; --resume reads it',
+    })
+    .option('driver', {
+      choices: DRIVER_KINDS,
+      default: 'none' as const,
+      describe:
+        'how the app is started/probed/stopped: none = already running (ready = --probe, or at once); ' +
+        'netns-process = run --cmd in a network namespace; exec = your --exec-* scripts',
+    })
+    .option('src-netns', { type: 'string', describe: 'netns-process: the app\'s namespace on the source ({app} {index} allowed)' })
+    .option('dst-netns', { type: 'string', describe: 'netns-process: the app\'s namespace on the destination ({app} {index} allowed)' })
+    .option('cmd', {
+      type: 'string',
+      describe: 'netns-process: command line of the app, run as `sh -c "exec CMD"` ({app} {address} {port} {proto} allowed)',
+    })
+    .option('probe', {
+      type: 'string',
+      describe: 'readiness check: udp:PORT (a datagram must be echoed) or tcp:PORT (a connection accepted); udp:ADDR:PORT for another address',
+    })
+    .option('probe-netns', { type: 'string', describe: 'run the probe in this namespace (netns-process default: the app\'s own)' })
+    .option('exec-start', { type: 'string', describe: 'exec: script that starts the app (env ROUTESHIFT_APP, _ADDRESS, _PORT, _ROLE, _HOST, _PHASE…)' })
+    .option('exec-probe', { type: 'string', describe: 'exec: script that exits 0 once the app is ready' })
+    .option('exec-stop', { type: 'string', describe: 'exec: script that stops the app' })
+    .option('hook-timeout-ms', { type: 'number', default: 30_000, describe: 'exec scripts are killed after this long' })
+    .option('announce', {
+      choices: ANNOUNCE_KINDS,
+      default: 'none' as const,
+      describe:
+        'how the network learns the app moved: none = source keeps forwarding; ' +
+        'netns-route = `ip route replace ADDR via --announce-via` in --announce-netns; exec = --announce-exec script',
+    })
+    .option('announce-netns', { type: 'string', describe: 'netns-route: the namespace whose route is moved (e.g. the fabric router)' })
+    .option('announce-via', { type: 'string', describe: 'netns-route: next hop(s) of the destination(s), comma-separated in --to order' })
+    .option('announce-dev', { type: 'string', describe: 'netns-route: output device of the new route' })
+    .option('announce-exec', { type: 'string', describe: 'exec: announce script (env ROUTESHIFT_APP, _ADDRESS, _FROM, _TO, _TUNNEL…)' })
+    .option('ready-timeout-ms', { type: 'number', default: DEFAULT_TIMING.readyTimeoutMs, describe: 'READY gives up (and rolls back) after this long' })
+    .option('probe-interval-ms', { type: 'number', default: DEFAULT_TIMING.probeIntervalMs, describe: 'time between readiness probes' })
+    .option('stop-grace-ms', { type: 'number', default: DEFAULT_TIMING.stopGraceMs, describe: 'wait after SWITCH before stopping the source app' })
+    .option('announce-grace-ms', { type: 'number', default: DEFAULT_TIMING.announceGraceMs, describe: 'wait after announcing before removing the source entry' })
+    .option('attempts', { type: 'number', default: DEFAULT_TIMING.forwardAttempts, describe: 'tries of each step after SWITCH before "needs attention"' })
+    .group(['driver', 'src-netns', 'dst-netns', 'cmd', 'probe', 'probe-netns', 'exec-start', 'exec-probe', 'exec-stop', 'hook-timeout-ms'], 'Workload driver:')
+    .group(['announce', 'announce-netns', 'announce-via', 'announce-dev', 'announce-exec'], 'Announce hook:')
+    .group(['ready-timeout-ms', 'probe-interval-ms', 'stop-grace-ms', 'announce-grace-ms', 'attempts'], 'Timing:');
+}
+
+/** Bad input → UsageError (one line, exit 2). */
+export function parseUrl(raw: string, flag: string): string {
+  try {
+    return normaliseAgentUrl(raw);
+  } catch (err) {
+    throw new UsageError(`${flag}: ${(err as Error).message}`);
+  }
+}
+
+export function parseProbe(raw: string | undefined, netns: string | undefined): ProbeSpec | undefined {
+  if (raw === undefined) {
+    if (netns !== undefined) throw new UsageError('--probe-netns needs --probe');
+    return undefined;
+  }
+  const m = /^(udp|tcp):(?:\[([^\]]+)\]:|([^:[\]]+):)?(\d{1,5})$/.exec(raw);
+  const port = m ? Number(m[4]) : NaN;
+  if (!m || port < 1 || port > 65535) throw new UsageError(`--probe ${raw}: expected udp:PORT, tcp:PORT, udp:ADDR:PORT or tcp:[V6ADDR]:PORT`);
+  const address = m[2] ?? m[3];
+  if (address !== undefined && !isIP(address)) throw new UsageError(`--probe ${raw}: ${address} is not an IP address`);
+  return { proto: m[1] as 'udp' | 'tcp', port, ...(address ? { address } : {}), ...(netns ? { netns } : {}) };
+}
+
+function executable(path: string, flag: string): string {
+  try {
+    accessSync(path, constants.X_OK);
+  } catch {
+    throw new UsageError(`${flag} ${path}: not an executable file`);
+  }
+  return path;
+}
+
+function positive(n: number, flag: string, min = 0): number {
+  if (!Number.isFinite(n) || n < min) throw new UsageError(`--${flag} must be a number ≥ ${min}`);
+  return n;
+}
+
+export function driverSpec(a: SharedArgs): DriverSpec {
+  const probe = parseProbe(a.probe, a['probe-netns']);
+  switch (a.driver) {
+    case 'none':
+      return { kind: 'none', ...(probe ? { probe } : {}) };
+    case 'netns-process': {
+      const missing = (['src-netns', 'dst-netns', 'cmd'] as const).filter((k) => !a[k]);
+      if (missing.length) throw new UsageError(`--driver netns-process needs ${missing.map((k) => `--${k}`).join(', ')}`);
+      return {
+        kind: 'netns-process',
+        sourceNetns: a['src-netns'] as string,
+        destNetns: a['dst-netns'] as string,
+        command: a.cmd as string,
+        stateDir: a['state-dir'],
+        ...(probe ? { probe } : {}),
+      };
+    }
+    case 'exec': {
+      if (!a['exec-start'] && !a['exec-probe'] && !a['exec-stop']) throw new UsageError('--driver exec needs at least one of --exec-start, --exec-probe, --exec-stop');
+      if (probe) throw new UsageError('--probe is for the none and netns-process drivers; with exec, probe in --exec-probe');
+      return {
+        kind: 'exec',
+        ...(a['exec-start'] ? { start: executable(a['exec-start'], '--exec-start') } : {}),
+        ...(a['exec-probe'] ? { probe: executable(a['exec-probe'], '--exec-probe') } : {}),
+        ...(a['exec-stop'] ? { stop: executable(a['exec-stop'], '--exec-stop') } : {}),
+        timeoutMs: positive(a['hook-timeout-ms'], 'hook-timeout-ms', 1),
+      };
+    }
+  }
+}
+
+export function announceSpec(a: SharedArgs): AnnounceSpec {
+  switch (a.announce) {
+    case 'none':
+      return { kind: 'none' };
+    case 'netns-route': {
+      if (!a['announce-netns'] || !a['announce-via']) throw new UsageError('--announce netns-route needs --announce-netns and --announce-via');
+      const via = a['announce-via'].split(',').map((s) => s.trim()).filter(Boolean);
+      for (const v of via) if (!isIP(v)) throw new UsageError(`--announce-via ${v}: not an IP address`);
+      return { kind: 'netns-route', netns: a['announce-netns'], via, ...(a['announce-dev'] ? { dev: a['announce-dev'] } : {}) };
+    }
+    case 'exec':
+      if (!a['announce-exec']) throw new UsageError('--announce exec needs --announce-exec SCRIPT');
+      return { kind: 'exec', script: executable(a['announce-exec'], '--announce-exec'), timeoutMs: positive(a['hook-timeout-ms'], 'hook-timeout-ms', 1) };
+  }
+}
+
+export function timing(a: SharedArgs): Timing {
+  return {
+    readyTimeoutMs: positive(a['ready-timeout-ms'], 'ready-timeout-ms', 1),
+    probeIntervalMs: positive(a['probe-interval-ms'], 'probe-interval-ms', 1),
+    stopGraceMs: positive(a['stop-grace-ms'], 'stop-grace-ms'),
+    announceGraceMs: positive(a['announce-grace-ms'], 'announce-grace-ms'),
+    forwardAttempts: Math.floor(positive(a.attempts, 'attempts', 1)),
+  };
+}
+
+/** One HTTP client per agent URL, all with the same token and timeout. */
+export function httpConnector(a: Pick<SharedArgs, 'token-file' | 'agent-timeout-ms'>): AgentConnector {
+  const token = readTokenFile(a['token-file']);
+  const timeoutMs = positive(a['agent-timeout-ms'], 'agent-timeout-ms', 1);
+  const cache = new Map<string, AgentApi>();
+  return (url) => {
+    const key = normaliseAgentUrl(url);
+    let c = cache.get(key);
+    if (!c) {
+      c = new HttpAgentClient(key, { ...(token ? { token } : {}), timeoutMs });
+      cache.set(key, c);
+    }
+    return c;
+  };
+}
+
+// ------------------------------------------------------------- progress output
+
+/**
+ * Progress for humans. On a terminal, the running phase is one live line
+ * that becomes its final line (with its time) when the phase ends; on a
+ * pipe or file, one line per finished phase. With many apps (drain), a
+ * phase's line counts apps instead of naming one.
+ */
+export class ProgressPrinter {
+  private current: { step: string; started: number; done: number; entered: Set<string> } | undefined;
+  private readonly tty: boolean;
+
+  constructor(
+    private readonly out: NodeJS.WriteStream = process.stdout,
+    private readonly total = 1,
+  ) {
+    this.tty = Boolean(out.isTTY);
+  }
+
+  readonly observer: MigrationObserver = (e) => this.on(e);
+
+  private write(s: string): void {
+    this.out.write(s);
+  }
+
+  private live(text: string): void {
+    if (this.tty) this.write(`\r\x1b[K${text}`);
+  }
+
+  private finishLine(text: string): void {
+    this.write(this.tty ? `\r\x1b[K${text}\n` : `${text}\n`);
+  }
+
+  private label(): string {
+    const c = this.current;
+    if (!c) return '';
+    return this.total > 1 ? `${c.step.padEnd(8)} ${c.done}/${c.entered.size}` : c.step.padEnd(8);
+  }
+
+  private closePhase(): void {
+    const c = this.current;
+    if (!c) return;
+    this.finishLine(`  ✓ ${this.label()}  ${fmtMs(performance.now() - c.started)}`);
+    this.current = undefined;
+  }
+
+  private on(e: MigrationEvent): void {
+    switch (e.type) {
+      case 'enter':
+        if (this.current?.step !== e.state) {
+          this.closePhase();
+          this.current = { step: e.state, started: performance.now(), done: 0, entered: new Set() };
+        }
+        this.current.entered.add(e.app);
+        this.live(`  … ${this.label()}`);
+        break;
+      case 'done':
+        if (this.current?.step === e.state) {
+          this.current.done++;
+          if (this.total <= 1) {
+            this.current = undefined;
+            this.finishLine(`  ✓ ${e.state.padEnd(8)}  ${fmtMs(e.ms)}`);
+          } else this.live(`  … ${this.label()}`);
+        }
+        break;
+      case 'retry':
+        this.finishLine(`  ↻ ${e.state} of ${e.app} failed (attempt ${e.attempt}): ${e.error}; retrying`);
+        break;
+      case 'rollback':
+        if (this.current) this.current = undefined;
+        this.finishLine(`  ✗ ${e.app}: ${e.error} — rolling back`);
+        break;
+      case 'undo':
+        this.live(`  ↶ undo ${e.state} (${e.app})`);
+        break;
+      case 'undone':
+        this.finishLine(`  ↶ undone ${e.state.padEnd(8)} ${this.total > 1 ? `(${e.app}) ` : ''}${fmtMs(e.ms)}`);
+        break;
+      case 'note':
+        if (this.tty) this.write('\r\x1b[K');
+        this.write(`    · ${this.total > 1 ? `${e.app}: ` : ''}${e.message}\n`);
+        if (this.current) this.live(`  … ${this.label()}`);
+        break;
+      case 'end':
+        // A failed single migration leaves no phase to close: its last line was the failure.
+        if (e.outcome !== 'done' && this.total <= 1) this.current = undefined;
+        break;
+    }
+  }
+
+  /** Close the last live line (call before printing the summary). */
+  flush(): void {
+    this.closePhase();
+  }
+}
+
+export function fmtMs(ms: number): string {
+  if (ms < 1) return `${(ms * 1000).toFixed(0)} µs`;
+  if (ms < 1000) return `${ms.toFixed(ms < 10 ? 2 : 0)} ms`;
+  return `${(ms / 1000).toFixed(2)} s`;
+}

@@ -1,0 +1,152 @@
+/**
+ * Driver `netns-process`: runs the application as a command inside a given
+ * network namespace (`ip netns exec NS sh -c "exec CMD"`).
+ *
+ * The process outlives the controller (a CLI run ends, the app must not),
+ * so the PID it started — with its start time, see process.ts — is recorded
+ * in a small file under the state directory. That record is how `stop`, a
+ * rollback, or a resumed controller find the process again, and the only
+ * process `stop` ever signals is the one recorded there. `ip netns exec` and
+ * `sh -c "exec …"` both exec rather than fork, so the PID we spawn IS the
+ * app's PID; a command that forks and exits is not supported (its children
+ * would not be ours to kill).
+ *
+ * Ready = the recorded process is alive and, if a probe is configured, the
+ * probe answers (run inside the app's namespace unless the probe names
+ * another one). A process that already exited makes `probe` throw, so READY
+ * fails at once instead of waiting for its timeout.
+ */
+import { spawn } from 'node:child_process';
+import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import type { DriverContext, ProbeSpec, WorkloadApp, WorkloadDriver, WorkloadHost } from './driver.js';
+import { identify, isAlive, terminate, type ProcessIdentity } from './process.js';
+import { runProbe } from './run-probe.js';
+import { expand, templateVars } from './template.js';
+
+export interface NetnsProcessOptions {
+  sourceNetns: string;
+  destNetns: string;
+  command: string;
+  probe?: ProbeSpec;
+  stateDir: string;
+  killAfterMs?: number;
+}
+
+interface ProcessRecord extends ProcessIdentity {
+  netns: string;
+  command: string;
+  startedAt: string;
+  log: string;
+}
+
+const NETNS_RE = /^[A-Za-z0-9_.-]{1,64}$/;
+
+export class NetnsProcessDriver implements WorkloadDriver {
+  readonly kind = 'netns-process';
+  private readonly dir: string;
+
+  constructor(private readonly opts: NetnsProcessOptions) {
+    this.dir = join(opts.stateDir, 'workload');
+  }
+
+  /** The namespace the app lives in on that host. */
+  netnsOf(app: WorkloadApp, host: WorkloadHost): string {
+    const ns = expand(host.role === 'source' ? this.opts.sourceNetns : this.opts.destNetns, templateVars(app, host));
+    if (!NETNS_RE.test(ns)) throw new Error(`invalid network namespace name ${JSON.stringify(ns)}`);
+    return ns;
+  }
+
+  private recordPath(app: WorkloadApp, ns: string): string {
+    return join(this.dir, `${ns}--${app.name}.json`);
+  }
+
+  /** The live process we started for this app in this namespace, if any. */
+  running(app: WorkloadApp, host: WorkloadHost): ProcessRecord | undefined {
+    const rec = this.readRecord(this.recordPath(app, this.netnsOf(app, host)));
+    return rec && isAlive(rec) ? rec : undefined;
+  }
+
+  async start(app: WorkloadApp, host: WorkloadHost, ctx: DriverContext): Promise<void> {
+    const ns = this.netnsOf(app, host);
+    const path = this.recordPath(app, ns);
+    const old = this.readRecord(path);
+    if (old && isAlive(old)) {
+      ctx.log(`${app.name} already running in ${ns} (pid ${old.pid})`);
+      return;
+    }
+    mkdirSync(this.dir, { recursive: true });
+    const command = expand(this.opts.command, templateVars(app, host));
+    const log = join(this.dir, `${ns}--${app.name}.log`);
+    const logFd = openSync(log, 'a');
+    let pid: number;
+    try {
+      const child = spawn('ip', ['netns', 'exec', ns, 'sh', '-c', `exec ${command}`], {
+        // Own session: the app survives the controller's terminal going away.
+        detached: true,
+        stdio: ['ignore', logFd, logFd],
+      });
+      pid = await new Promise<number>((resolve, reject) => {
+        child.once('error', (err) => reject(new Error(`cannot start ${app.name} in ${ns}: ${err.message}`)));
+        child.once('spawn', () => resolve(child.pid ?? -1));
+      });
+      child.unref();
+    } finally {
+      closeSync(logFd);
+    }
+    const id = identify(pid);
+    if (!id) throw new Error(`${app.name} in ${ns} exited at once (see ${log})`);
+    const rec: ProcessRecord = { ...id, netns: ns, command, startedAt: new Date().toISOString(), log };
+    writeDurably(path, JSON.stringify(rec) + '\n');
+    ctx.log(`started ${app.name} in ${ns} (pid ${id.pid})`);
+  }
+
+  async probe(app: WorkloadApp, host: WorkloadHost, _ctx: DriverContext): Promise<boolean> {
+    const ns = this.netnsOf(app, host);
+    const rec = this.readRecord(this.recordPath(app, ns));
+    if (!rec) throw new Error(`${app.name} was never started in ${ns}`);
+    if (!isAlive(rec)) throw new Error(`${app.name} (pid ${rec.pid}) in ${ns} is not running any more (see ${rec.log})`);
+    if (!this.opts.probe) return true;
+    return runProbe(this.opts.probe, app, host, ns);
+  }
+
+  async stop(app: WorkloadApp, host: WorkloadHost, ctx: DriverContext): Promise<void> {
+    const ns = this.netnsOf(app, host);
+    const path = this.recordPath(app, ns);
+    const rec = this.readRecord(path);
+    if (!rec) {
+      // Not ours (started before routeshift managed it): we never guess a PID.
+      ctx.log(`no process of ${app.name} started by routeshift in ${ns}; nothing stopped`);
+      return;
+    }
+    const how = await terminate(rec, this.opts.killAfterMs ?? 2000);
+    rmSync(path, { force: true });
+    ctx.log(how === 'not-running' ? `${app.name} in ${ns} had already exited` : `stopped ${app.name} in ${ns} (pid ${rec.pid}, ${how})`);
+  }
+
+  private readRecord(path: string): ProcessRecord | undefined {
+    let text: string;
+    try {
+      text = readFileSync(path, 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
+    }
+    const r = JSON.parse(text) as Partial<ProcessRecord>;
+    if (typeof r.pid !== 'number' || typeof r.startTime !== 'string') throw new Error(`corrupt process record ${path}`);
+    return r as ProcessRecord;
+  }
+}
+
+/** Write a small file so that after a crash it is either the old or the new content, never half. */
+function writeDurably(path: string, text: string): void {
+  const tmp = `${path}.${process.pid}.tmp`;
+  const fd = openSync(tmp, 'w');
+  try {
+    writeSync(fd, text);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(tmp, path);
+}

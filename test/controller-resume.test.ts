@@ -1,0 +1,207 @@
+/**
+ * `--resume` after a controller dies at every point of a migration.
+ *
+ * decideResume is checked against every prefix of real journals (a
+ * successful run, a rolled-back one, failed ones). Then a controller is
+ * "killed" inside every step — frozen in the step's first call, before or
+ * after that call took effect, with its journal exactly as durable as a
+ * SIGKILL would leave it — and resume() must reach a consistent end state:
+ * rolled back (source LOCAL, nothing on the destination) or done.
+ */
+import t from 'tap';
+import { rmSync } from 'node:fs';
+import type { AgentApi } from '../src/controller/agent-client.js';
+import { Journal, STEPS, acquireLock, lockPath, newJournalId, readJournal, type Step, type Stored } from '../src/controller/journal.js';
+import { Migration } from '../src/controller/machine.js';
+import { MemoryAgent, failOn } from '../src/controller/memory-agent.js';
+import { decideResume, resume, type ResumeDecision } from '../src/controller/resume.js';
+import { FAST, FakeAnnounce, FakeDriver, agents, stateDir, type Env, type HasTeardown } from './controller-doubles.js';
+
+const never = new Promise<never>(() => {});
+
+/** Start a migration of x and return its journal path, without waiting for it. */
+async function start(t: HasTeardown, env: Env, source: AgentApi = env.a, dest: AgentApi = env.b) {
+  const dir = stateDir(t);
+  const id = newJournalId('x');
+  const lock = acquireLock(dir, 'x', id);
+  const j = await Journal.create(dir, id);
+  await j.append({ type: 'open', journal: id, kind: 'migrate', pid: process.pid, host: 'test', driver: { kind: 'none' }, announce: { kind: 'exec', script: '/bin/true' }, timing: FAST });
+  const plan = { type: 'plan' as const, app: 'x', from: env.a.url, to: env.b.url, toIndex: 0, destDev: 'vx-b' };
+  await j.append(plan);
+  const m = new Migration({ journalId: id, plan, source, dest, driver: env.driver, announce: new FakeAnnounce(), timing: FAST }, j);
+  const done = m.advance().finally(() => j.close().then(() => lock.release()));
+  return { dir, path: j.path, done };
+}
+
+t.test('decideResume: every prefix of a successful journal', async (t) => {
+  const env = { ...agents(), driver: new FakeDriver() };
+  const { path, done } = await start(t, env);
+  await done;
+  const recs = readJournal(path);
+  const expect = (prefix: Stored[]): ResumeDecision['kind'] => {
+    const last = prefix[prefix.length - 1] as Stored & { state?: Step };
+    if (last.type === 'end') return 'nothing';
+    if (last.type === 'plan') return 'roll-back';
+    const i = STEPS.indexOf(last.state as Step);
+    if (last.type === 'enter' && last.state === 'SWITCH') return 'check-switch';
+    if (i < STEPS.indexOf('SWITCH')) return 'roll-back';
+    if (last.type === 'done' && last.state === 'ANNOUNCE') return 'finish';
+    return 'roll-forward';
+  };
+  for (let k = 2; k <= recs.length; k++) {
+    const prefix = recs.slice(0, k);
+    const last = prefix[k - 1] as Stored & { state?: string };
+    const d = decideResume(prefix, 'x');
+    t.equal(d.kind, expect(prefix), `last line: ${last.type} ${last.state ?? ''}`);
+    if (d.kind === 'roll-forward') {
+      const from = last.type === 'done' ? STEPS[STEPS.indexOf(last.state as Step) + 1] : last.state;
+      t.equal(d.from, from, `  rolls forward from ${from}`);
+    }
+  }
+});
+
+t.test('decideResume: a rolled-back journal, and failed ones in either direction', async (t) => {
+  const env = { ...agents(), driver: new FakeDriver() };
+  env.driver.neverReady = true;
+  const { path, done } = await start(t, env);
+  t.equal(await done, 'rolled-back');
+  const recs = readJournal(path);
+  const rb = recs.findIndex((r) => r.type === 'rollback');
+  for (let k = rb + 1; k < recs.length; k++) {
+    t.match(decideResume(recs.slice(0, k), 'x'), { kind: 'roll-back', from: 'READY' }, `mid-rollback after ${recs[k - 1]?.type}`);
+  }
+  t.same(decideResume(recs, 'x'), { kind: 'nothing', outcome: 'rolled-back' });
+
+  const failedBack = [...recs.slice(0, -1), { ...recs[recs.length - 1], outcome: 'failed', direction: 'back' } as Stored];
+  t.match(decideResume(failedBack, 'x'), { kind: 'roll-back', from: 'READY' });
+
+  const env2 = { ...agents(), driver: new FakeDriver() };
+  failOn(env2.b, 'putApp', 'failed');
+  const r2 = await start(t, env2);
+  t.equal(await r2.done, 'failed');
+  t.same(decideResume(readJournal(r2.path), 'x'), { kind: 'roll-forward', from: 'ANNOUNCE' });
+  t.match(decideResume(readJournal(r2.path), 'other-app'), { kind: 'roll-back', from: undefined }, 'an app with no records rolls back nothing');
+});
+
+/** Where each step makes its first call, and how to freeze the controller there. */
+type Freeze = (env: Env, afterApply: boolean) => { source?: AgentApi; dest?: AgentApi };
+
+function freezeAgent(agent: MemoryAgent, method: keyof AgentApi, afterApply: boolean): AgentApi {
+  return new Proxy(agent, {
+    get(target, prop, recv) {
+      const v = Reflect.get(target, prop, recv) as unknown;
+      if (prop !== method || typeof v !== 'function') return v;
+      return async (...args: unknown[]) => {
+        if (afterApply) await (v as (...a: unknown[]) => Promise<unknown>).apply(target, args);
+        return never;
+      };
+    },
+  });
+}
+
+const freezes: Record<Step, Freeze> = {
+  PREPARE: (env, after) => ({ source: freezeAgent(env.a, 'getApp', after) }),
+  START: (env, after) => {
+    const orig = env.driver.start.bind(env.driver);
+    env.driver.start = async (a, h) => {
+      if (after) await orig(a, h);
+      return never;
+    };
+    return {};
+  },
+  DELIVER: (env, after) => ({ dest: freezeAgent(env.b, 'putDelivery', after) }),
+  READY: (env) => {
+    env.driver.probe = async () => never;
+    return {};
+  },
+  SWITCH: (env, after) => ({ source: freezeAgent(env.a, 'setAction', after) }),
+  STOP: (env, after) => {
+    const orig = env.driver.stop.bind(env.driver);
+    env.driver.stop = async (a, h) => {
+      if (after) await orig(a, h);
+      return never;
+    };
+    return {};
+  },
+  ANNOUNCE: (env, after) => ({ dest: freezeAgent(env.b, 'putApp', after) }),
+};
+
+async function waitFor(cond: () => boolean, what: string): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    if (cond()) return;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+for (const step of STEPS) {
+  for (const afterApply of [false, true]) {
+    if (step === 'READY' && afterApply) continue; // READY applies nothing
+    t.test(`controller killed in ${step} (${afterApply ? 'after' : 'before'} it took effect) → --resume reaches a consistent end`, async (t) => {
+      const env = { ...agents(), driver: new FakeDriver() };
+      const freeze = freezes[step](env, afterApply);
+      const { dir, path } = await start(t, env, freeze.source, freeze.dest);
+      await waitFor(() => {
+        const recs = readJournal(path);
+        const last = recs[recs.length - 1] as Stored & { state?: string };
+        return last.type === 'enter' && last.state === step;
+      }, `enter ${step}`);
+      await new Promise((r) => setTimeout(r, 20));
+      // The frozen controller is "dead": its lock is stale. (In-process its PID is alive, so remove it.)
+      rmSync(lockPath(dir, 'x'), { force: true });
+      // A fresh driver double that knows what is running (the process table outlives the controller).
+      const driver = new FakeDriver();
+      driver.running = new Set(env.driver.running);
+      const r = await resume({
+        stateDir: dir,
+        app: 'x',
+        connect: (u) => (u === env.a.url ? env.a : env.b),
+        createDriver: () => driver,
+        createAnnounceHook: () => new FakeAnnounce(),
+      });
+      const forward = ['STOP', 'ANNOUNCE'].includes(step) || (step === 'SWITCH' && afterApply);
+      if (forward) {
+        t.equal(r.outcome, 'done', 'rolled forward to done');
+        t.notOk(env.a.apps.has('x'), 'source entry gone');
+        t.same(env.b.apps.get('x')?.action, { type: 'local' }, 'destination owns x');
+        t.notOk(driver.running.has('source'), 'source app stopped');
+        t.ok(driver.running.has('destination'), 'destination app running');
+      } else {
+        t.equal(r.outcome, 'rolled-back', 'rolled back');
+        t.same(env.a.apps.get('x')?.action, { type: 'local' }, 'source LOCAL');
+        t.equal(env.a.apps.get('x')?.dev, 'vx-a');
+        t.notOk(env.b.deliveries.has('x'), 'no delivery left on the destination');
+        t.notOk(env.b.apps.has('x'), 'no app entry on the destination');
+        t.notOk(driver.running.has('destination'), 'nothing left running on the destination');
+        t.ok(driver.running.has('source'), 'source app never stopped');
+      }
+      t.same(env.a.apps.get('y')?.action, { type: 'local' }, 'y untouched');
+      if (step === 'SWITCH') t.equal(r.decision, 'check-switch', 'SWITCH in doubt is decided by reading the source entry');
+      const recs = readJournal(path);
+      t.match(recs[recs.length - 1], { type: 'end', outcome: forward ? 'done' : 'rolled-back' });
+      // Resuming again changes nothing.
+      const again = await resume({ stateDir: dir, app: 'x', connect: (u) => (u === env.a.url ? env.a : env.b), createDriver: () => driver, createAnnounceHook: () => new FakeAnnounce() });
+      t.equal(again.decision, 'nothing');
+    });
+  }
+}
+
+t.test('resume with SWITCH in doubt and the source unreachable changes nothing and says so', async (t) => {
+  const env = { ...agents(), driver: new FakeDriver() };
+  const { dir, path } = await start(t, env, freezes.SWITCH(env, false).source);
+  await waitFor(() => readJournal(path).some((r) => r.type === 'enter' && r.state === 'SWITCH'), 'enter SWITCH');
+  rmSync(lockPath(dir, 'x'), { force: true });
+  env.a.down = true;
+  const before = readJournal(path).length;
+  await t.rejects(resume({ stateDir: dir, app: 'x', connect: (u) => (u === env.a.url ? env.a : env.b), createDriver: () => env.driver }), {
+    name: 'ResumeUndecidedError',
+    exitCode: 3,
+    message: /cannot tell whether SWITCH of x was applied.*nothing changed/,
+  });
+  t.equal(readJournal(path).length, before, 'journal unchanged');
+});
+
+t.test('resume without a journal is a clear error', async (t) => {
+  const dir = stateDir(t);
+  await t.rejects(resume({ stateDir: dir, app: 'x', connect: () => new MemoryAgent('http://z', {}) }), /no journal of a migration of x/);
+});
