@@ -50,6 +50,7 @@ fi
 say "building BPF objects, native addon, TypeScript"
 make -s -C bpf
 make -s -C bpf/test
+make -s -C bench
 if [[ ! -f build/Makefile ]]; then
   npx --no-install node-gyp configure --loglevel=error >/dev/null
 fi

@@ -5,6 +5,7 @@ import { appCommand } from './app.js';
 import { migrateCommand } from './migrate.js';
 import { drainCommand } from './drain.js';
 import { statusCommand } from './status.js';
+import { benchCommand } from './bench.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- yargs' own CommandModule default
-export const commands: CommandModule<any, any>[] = [agentCommand, appCommand, migrateCommand, drainCommand, statusCommand];
+export const commands: CommandModule<any, any>[] = [agentCommand, appCommand, migrateCommand, drainCommand, statusCommand, benchCommand];

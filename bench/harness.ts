@@ -1,0 +1,149 @@
+/**
+ * The benchmark harness: each benchmark is a module that measures its
+ * figure and its baseline in the same run and returns rows; the harness
+ * runs a selection, prints a table, and writes JSON. A benchmark that throws
+ * is "broken" (the run fails); a missed goal is only reported.
+ */
+import { cpus, hostname, release, totalmem } from 'node:os';
+
+export interface Row {
+  /** Benchmark row name, e.g. 'fwd ns/pkt'. */
+  name: string;
+  figure: number;
+  unit: string;
+  baseline: number;
+  baselineName: string;
+  /** figure / baseline. */
+  ratio: number;
+  /** Human-readable goal, e.g. '≤ 1.25×'; '—' when the row is informational. */
+  goal: string;
+  /** Whether the goal is met; null for informational rows. */
+  pass: boolean | null;
+  /** How it was measured, caveats. */
+  note?: string;
+}
+
+export interface BenchContext {
+  quick: boolean;
+  log(msg: string): void;
+}
+
+export interface Benchmark {
+  /** Short name used on the command line, e.g. 'fwd'. */
+  name: string;
+  /** One line: what is measured against what. */
+  title: string;
+  run(ctx: BenchContext): Promise<Row[]>;
+}
+
+export interface BenchResults {
+  date: string;
+  quick: boolean;
+  machine: { hostname: string; kernel: string; cpu: string; cpus: number; memGiB: number };
+  rows: Row[];
+  broken: { name: string; error: string }[];
+  durationsMs: Record<string, number>;
+}
+
+/** A row comparing figure to baseline against a "≤ max×" goal (null max = informational). */
+export function ratioRow(r: Omit<Row, 'ratio' | 'goal' | 'pass'> & { maxRatio: number | null }): Row {
+  const { maxRatio, ...rest } = r;
+  const ratio = r.baseline > 0 ? r.figure / r.baseline : Number.NaN;
+  return {
+    ...rest,
+    ratio,
+    goal: maxRatio === null ? '—' : `≤ ${maxRatio}×`,
+    pass: maxRatio === null ? null : Number.isFinite(ratio) && ratio <= maxRatio,
+  };
+}
+
+export function machineInfo(): BenchResults['machine'] {
+  const c = cpus();
+  return {
+    hostname: hostname(),
+    kernel: release(),
+    cpu: c[0]?.model ?? 'unknown',
+    cpus: c.length,
+    memGiB: Math.round((totalmem() / 2 ** 30) * 10) / 10,
+  };
+}
+
+export async function runBenchmarks(
+  all: readonly Benchmark[],
+  names: readonly string[],
+  opts: { quick: boolean; log?: (msg: string) => void },
+): Promise<BenchResults> {
+  const unknown = names.filter((n) => !all.some((b) => b.name === n));
+  if (unknown.length) {
+    throw new Error(`unknown benchmark ${unknown.join(', ')} (known: ${all.map((b) => b.name).join(', ')})`);
+  }
+  const chosen = names.length ? all.filter((b) => names.includes(b.name)) : all;
+  const log = opts.log ?? (() => undefined);
+  const results: BenchResults = {
+    date: new Date().toISOString(),
+    quick: opts.quick,
+    machine: machineInfo(),
+    rows: [],
+    broken: [],
+    durationsMs: {},
+  };
+  for (const b of chosen) {
+    const t0 = performance.now();
+    log(`running ${b.name}: ${b.title}${opts.quick ? ' (quick)' : ''}`);
+    try {
+      const rows = await b.run({ quick: opts.quick, log: (m) => log(`  ${b.name}: ${m}`) });
+      const bad = rows.filter((r) => !Number.isFinite(r.figure) || !Number.isFinite(r.baseline) || !Number.isFinite(r.ratio));
+      if (!rows.length || bad.length) {
+        throw new Error(`produced ${rows.length} rows, ${bad.length} without finite numbers`);
+      }
+      results.rows.push(...rows);
+    } catch (err) {
+      results.broken.push({ name: b.name, error: err instanceof Error ? err.message : String(err) });
+    }
+    results.durationsMs[b.name] = Math.round(performance.now() - t0);
+  }
+  return results;
+}
+
+const fmt = (n: number): string =>
+  !Number.isFinite(n) ? 'n/a' : Math.abs(n) >= 1000 ? n.toFixed(0) : Math.abs(n) >= 10 ? n.toFixed(1) : n.toFixed(2);
+
+export function formatTable(res: BenchResults): string {
+  const head = ['benchmark', 'figure', 'baseline', 'ratio', 'goal', 'pass'];
+  const body = res.rows.map((r) => [
+    r.name,
+    `${fmt(r.figure)} ${r.unit}`,
+    `${fmt(r.baseline)} ${r.unit} (${r.baselineName})`,
+    `${r.ratio.toFixed(2)}×`,
+    r.goal,
+    r.pass === null ? '—' : r.pass ? 'pass' : 'FAIL',
+  ]);
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
+  const line = (cells: string[]): string => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
+  const out = [line(head), line(widths.map((w) => '-'.repeat(w))), ...body.map(line)];
+  for (const b of res.broken) out.push(`BROKEN ${b.name}: ${b.error}`);
+  out.push(
+    `${res.machine.cpu}, ${res.machine.cpus} CPUs, kernel ${res.machine.kernel}, ${res.date}${res.quick ? ' (quick: small sizes, not figures to quote)' : ''}`,
+  );
+  return out.join('\n');
+}
+
+/** The results as a Markdown table (for bench/README.md). */
+export function formatMarkdown(res: BenchResults): string {
+  const out = ['| benchmark | figure | baseline | ratio | goal | pass |', '|---|---|---|---|---|---|'];
+  for (const r of res.rows) {
+    out.push(
+      `| ${r.name} | ${fmt(r.figure)} ${r.unit} | ${fmt(r.baseline)} ${r.unit} (${r.baselineName}) | ${r.ratio.toFixed(2)}× | ${r.goal} | ${r.pass === null ? '—' : r.pass ? 'pass' : 'FAIL'} |`,
+    );
+  }
+  for (const b of res.broken) out.push(`| ${b.name} | BROKEN: ${b.error} | | | | |`);
+  out.push('', `Measured ${res.date} on ${res.machine.cpu}, ${res.machine.cpus} CPUs, ${res.machine.memGiB} GiB, kernel ${res.machine.kernel}${res.quick ? ' (quick run)' : ''}.`);
+  return out.join('\n');
+}
+
+/** Median of a non-empty list. */
+export function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}

@@ -1,0 +1,75 @@
+/**
+ * Run benchmarks, print the table, write the results JSON.
+ *
+ *   node dist/bench/run.js [name…] [--quick] [--json] [--out FILE]
+ *   node dist/bench/run.js --markdown [FILE]   (table of a results file, for bench/README.md)
+ *
+ * Default output: bench/results.json (bench/out/results-quick.json with
+ * --quick, so a quick run never overwrites the figures of a real one).
+ * Exit 1 only when a benchmark is broken, not when a goal is missed.
+ */
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { repoRoot } from '../src/bpf/native.js';
+import { formatMarkdown, formatTable, runBenchmarks, type BenchResults } from './harness.js';
+import { BENCHMARKS } from './index.js';
+
+export interface RunOptions {
+  names?: string[];
+  quick?: boolean;
+  /** Print the JSON instead of the table on stdout. */
+  json?: boolean;
+  /** Where to write the results; default as above. */
+  out?: string;
+  /** Progress lines (default: stderr). */
+  log?: (msg: string) => void;
+}
+
+export function defaultOutPath(quick: boolean): string {
+  return quick ? join(repoRoot(), 'bench', 'out', 'results-quick.json') : join(repoRoot(), 'bench', 'results.json');
+}
+
+export async function runBench(opts: RunOptions = {}): Promise<{ results: BenchResults; out: string }> {
+  const quick = opts.quick ?? false;
+  const results = await runBenchmarks(BENCHMARKS, opts.names ?? [], {
+    quick,
+    log: opts.log ?? ((m) => process.stderr.write(`[bench] ${m}\n`)),
+  });
+  const out = resolve(opts.out ?? defaultOutPath(quick));
+  mkdirSync(dirname(out), { recursive: true });
+  writeFileSync(out, JSON.stringify(results, null, 2) + '\n');
+  process.stdout.write(opts.json ? JSON.stringify(results, null, 2) + '\n' : formatTable(results) + '\n');
+  if (!opts.json) process.stderr.write(`[bench] results written to ${out}\n`);
+  return { results, out };
+}
+
+async function main(): Promise<void> {
+  const args = process.argv.slice(2);
+  const names: string[] = [];
+  const opts: RunOptions = { names };
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === '--quick') opts.quick = true;
+    else if (a === '--json') opts.json = true;
+    else if (a === '--out') opts.out = args[++i];
+    else if (a === '--markdown') {
+      // print the table of an existing results file: run.js --markdown [FILE]
+      const file = args[i + 1] && !args[i + 1]!.startsWith('-') ? args[++i]! : defaultOutPath(false);
+      process.stdout.write(formatMarkdown(JSON.parse(readFileSync(file, 'utf8')) as BenchResults) + '\n');
+      return;
+    }
+    else if (a.startsWith('-')) {
+      process.stderr.write(`usage: run.js [name…] [--quick] [--json] [--out FILE]\n`);
+      process.exit(2);
+    } else names.push(a);
+  }
+  const { results } = await runBench(opts);
+  process.exitCode = results.broken.length ? 1 : 0;
+}
+
+if (process.argv[1] && import.meta.url === new URL(`file://${process.argv[1]}`).href) {
+  main().catch((err: unknown) => {
+    process.stderr.write(`bench: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exitCode = 1;
+  });
+}

@@ -1,0 +1,45 @@
+/**
+ * `routeshift bench [name…] [--quick] [--json] [--out FILE]` — run the
+ * benchmarks in bench/ (all, or the named ones), print figure, baseline,
+ * ratio and goal per row, and write the results JSON. Exits 1 only when a
+ * benchmark is broken (it threw, or produced no numbers); a missed goal is
+ * reported in the table, not in the exit code.
+ */
+import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
+import { BENCHMARKS } from '../../../bench/index.js';
+import { runBench } from '../../../bench/run.js';
+import { ExitCode, UsageError } from '../common.js';
+
+interface BenchArgs {
+  names: string[];
+  quick: boolean;
+  json: boolean;
+  out?: string;
+}
+
+export const benchCommand: CommandModule<object, BenchArgs> = {
+  command: 'bench [names..]',
+  describe: 'run the benchmarks (each figure beside its baseline, as a ratio)',
+  builder: (y: Argv<object>) =>
+    y
+      .parserConfiguration({ 'duplicate-arguments-array': true })
+      .positional('names', {
+        type: 'string',
+        array: true,
+        default: [],
+        describe: `benchmarks to run (default all): ${BENCHMARKS.map((b) => b.name).join(', ')}`,
+      })
+      .option('quick', { type: 'boolean', default: false, describe: 'small sizes and few repetitions (for tests; not figures to quote)' })
+      .option('json', { type: 'boolean', default: false, describe: 'print the results as JSON instead of a table' })
+      .option('out', { type: 'string', describe: 'results file (default bench/results.json, or bench/out/results-quick.json with --quick)' })
+      .epilog('Needs root (BPF, network namespaces) and the bench objects (`make -C bench`). Exit codes: 0 ran, 1 a benchmark is broken, 2 bad usage.') as unknown as Argv<BenchArgs>,
+  handler: async (args: ArgumentsCamelCase<BenchArgs>) => {
+    const names = (args.names ?? []).flatMap((n) => n.split(',')).filter(Boolean);
+    const unknown = names.filter((n) => !BENCHMARKS.some((b) => b.name === n));
+    if (unknown.length) {
+      throw new UsageError(`unknown benchmark ${unknown.join(', ')} (known: ${BENCHMARKS.map((b) => b.name).join(', ')})`);
+    }
+    const { results } = await runBench({ names, quick: args.quick, json: args.json, ...(args.out ? { out: args.out } : {}) });
+    process.exitCode = results.broken.length ? ExitCode.Failed : ExitCode.Ok;
+  },
+};
