@@ -270,7 +270,17 @@ function send(o: SendOptions): void {
     if (next > 1) setTimeout(tick, Math.min(next, 50));
     else setImmediate(tick);
   };
-  sock.bind(0, () => tick());
+  sock.bind(0, () => {
+    // Echoes arrive while the event loop is busy sending: give them room (capped by rmem_max).
+    if (echo) {
+      try {
+        sock.setRecvBufferSize(4 * 1024 * 1024);
+      } catch {
+        /* keep the default */
+      }
+    }
+    tick();
+  });
 }
 
 // ----------------------------------------------------------------- main --
