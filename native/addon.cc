@@ -2,6 +2,12 @@
 // One JS call is one libbpf call; policy lives in TypeScript (src/bpf/).
 #include <bpf/libbpf.h>
 #include <net/if.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
 #include <napi.h>
 
 #include <cerrno>
@@ -34,6 +40,24 @@ Napi::Value IfNameToIndex(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), idx);
 }
 
+// ifHwAddr(name) -> "aa:bb:cc:dd:ee:ff" in the calling thread's network namespace.
+Napi::Value IfHwAddr(const Napi::CallbackInfo& info) {
+  std::string name = info[0].As<Napi::String>();
+  if (name.size() >= IFNAMSIZ) rs::ThrowErrno(info.Env(), EINVAL, "read MAC of " + name);
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) rs::ThrowErrno(info.Env(), errno, "open socket for " + name);
+  struct ifreq ifr = {};
+  memcpy(ifr.ifr_name, name.c_str(), name.size());
+  int rc = ioctl(fd, SIOCGIFHWADDR, &ifr);
+  int err = errno;
+  close(fd);
+  if (rc != 0) rs::ThrowErrno(info.Env(), err, "read MAC of " + name);
+  const unsigned char* m = reinterpret_cast<const unsigned char*>(ifr.ifr_hwaddr.sa_data);
+  char buf[18];
+  snprintf(buf, sizeof(buf), "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5]);
+  return Napi::String::New(info.Env(), buf);
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   rs::InstallLibbpfPrint();
   exports.Set("ObjectHandle", rs::ObjectHandle::Init(env));
@@ -41,6 +65,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   rs::InitProgramFunctions(env, exports);
   rs::InitNetnsFunctions(env, exports);
   exports.Set("possibleCpus", Napi::Function::New(env, PossibleCpus));
+  exports.Set("ifHwAddr", Napi::Function::New(env, IfHwAddr));
   exports.Set("ifNameToIndex", Napi::Function::New(env, IfNameToIndex));
   exports.Set("libbpfVersion", Napi::Function::New(env, LibbpfVersion));
   return exports;

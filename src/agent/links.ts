@@ -4,7 +4,7 @@
  * Read with `ip -j`, in the agent's own network namespace.
  */
 import { execFileSync } from 'node:child_process';
-import { ifindexOf } from '../bpf/index.js';
+import { ifindexOf, macOf } from '../bpf/index.js';
 import { FieldError } from './errors.js';
 
 export interface LinkInfo {
@@ -33,9 +33,15 @@ export const systemLinks: LinkResolver = {
     } catch {
       throw new FieldError(field, `interface ${JSON.stringify(dev)} does not exist on this host`);
     }
-    const [l] = ipJson<{ address?: string }[]>(['link', 'show', 'dev', dev]) ?? [];
-    if (!l?.address) throw new FieldError(field, `interface ${dev} has no MAC address`);
-    return { ifindex, mac: l.address };
+    // Both answers come from syscalls in the agent's namespace: no process is
+    // spawned on the path of an entry change (SWITCH must take microseconds).
+    let mac: string;
+    try {
+      mac = macOf(dev);
+    } catch {
+      throw new FieldError(field, `interface ${dev} has no MAC address`);
+    }
+    return { ifindex, mac };
   },
   neighbourMac(address, dev, field) {
     const entries = ipJson<{ dst: string; lladdr?: string; state?: string[] }[]>(['neigh', 'show', 'to', address, 'dev', dev]) ?? [];

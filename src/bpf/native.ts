@@ -126,6 +126,7 @@ export interface NativeAddon {
   possibleCpus(): number;
   libbpfVersion(): string;
   ifNameToIndex(name: string): number;
+  ifHwAddr(name: string): string;
   inNetns<T>(path: string, fn: () => T): T;
   enterNetns(path: string): void;
 }

@@ -43,6 +43,11 @@ export function ifindexOf(name: string): number {
   }
 }
 
+/** An interface's MAC address in the calling thread's network namespace. */
+export function macOf(name: string): string {
+  return addon().ifHwAddr(name);
+}
+
 /** Run `fn` with this thread inside the named network namespace (/run/netns/NAME). */
 export function inNetns<T>(name: string, fn: () => T): T {
   return addon().inNetns(`/run/netns/${name}`, fn);

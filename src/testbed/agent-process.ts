@@ -92,6 +92,13 @@ export class AgentProcess {
     return new AgentProcess(child, ready.url, tokenFile, ready.adopted, logFile);
   }
 
+  /** Let the agent outlive this process (demo --keep); stop it later by its pid. */
+  disown(): void {
+    running.delete(this.child);
+    this.child.stdout?.destroy();
+    this.child.unref();
+  }
+
   /** Send a signal and wait for the process to end. */
   async stop(signal: NodeJS.Signals = 'SIGTERM', timeoutMs = 10_000): Promise<number | null> {
     if (this.child.exitCode !== null || this.child.signalCode !== null) return this.child.exitCode;

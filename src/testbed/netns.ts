@@ -96,6 +96,11 @@ export class Netns {
   delete(): void {
     deleteNetns(this.name);
   }
+
+  /** Leave this namespace in place when the process exits (inspection, demo --keep). */
+  keep(): void {
+    live.delete(this.name);
+  }
 }
 
 export interface VethEnd {

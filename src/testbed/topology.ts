@@ -289,6 +289,17 @@ export class Topology implements Disposable {
     this.apps.splice(this.apps.indexOf(app), 1);
   }
 
+  /** Names of every namespace of this topology (for cleanup after keep()). */
+  namespaceNames(): string[] {
+    return this.#namespaces.map((ns) => ns.name);
+  }
+
+  /** Leave the whole network up when the process exits; destroy() becomes a no-op. */
+  keep(): void {
+    for (const ns of this.#namespaces) ns.keep();
+    this.#destroyed = true;
+  }
+
   destroy(): void {
     if (this.#destroyed) return;
     this.#destroyed = true;

@@ -160,7 +160,12 @@ function recv(o: RecvOptions): void {
   process.once('SIGINT', () => finish('signal'));
   sock.on('message', (msg, rinfo) => {
     const p = parsePayload(msg);
-    if (!p || done) return;
+    if (done) return;
+    if (!p) {
+      // Not part of a stream (a health probe): answer it, count nothing.
+      if (o.echo) sock.send(msg, rinfo.port, rinfo.address);
+      return;
+    }
     stats.add(p.seq, p.sentNs);
     if (o.echo) sock.send(msg, rinfo.port, rinfo.address);
     if (o.expect !== undefined && stats.unique >= o.expect) return finish('expected');

@@ -6,6 +6,7 @@ import { migrateCommand } from './migrate.js';
 import { drainCommand } from './drain.js';
 import { statusCommand } from './status.js';
 import { benchCommand } from './bench.js';
+import { demoCommand } from './demo.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- yargs' own CommandModule default
-export const commands: CommandModule<any, any>[] = [agentCommand, appCommand, migrateCommand, drainCommand, statusCommand, benchCommand];
+export const commands: CommandModule<any, any>[] = [agentCommand, appCommand, migrateCommand, drainCommand, statusCommand, demoCommand, benchCommand];
