@@ -77,19 +77,24 @@ static __always_inline __u32 rs_mix(__u32 h, __u32 v)
 
 /* Hash of the inner flow (addresses, protocol, ports) for the outer IPv4 ID
  * or IPv6 flow label, so ECMP and RSS on the path spread tunnelled flows.
- * Fragments hash with ports 0, so all of a datagram's fragments agree. */
+ * Fragments hash with ports 0, so all of a datagram's fragments agree. An
+ * IPv4 packet mixes only its two 4-byte addresses (the rest of the mapped
+ * form is constant). */
 static __always_inline __u32 rs_flow_hash(const struct rs_pkt *pkt)
 {
-	__u32 h = 0x72730000 | pkt->key.proto, w;
+	const __u32 *s = (const __u32 *)pkt->saddr, *d = (const __u32 *)pkt->key.addr;
+	__u32 h = 0x72730000 | pkt->proto;
 
+	if (pkt->key.family == RS_FAMILY_IPV6) {
 #pragma unroll
-	for (int i = 0; i < 16; i += 4) {
-		__builtin_memcpy(&w, &pkt->saddr[i], 4);
-		h = rs_mix(h, w);
-		__builtin_memcpy(&w, &pkt->key.addr[i], 4);
-		h = rs_mix(h, w);
+		for (int i = 0; i < 3; i++) {
+			h = rs_mix(h, s[i]);
+			h = rs_mix(h, d[i]);
+		}
 	}
-	h = rs_mix(h, ((__u32)pkt->sport << 16) | pkt->key.port);
+	h = rs_mix(h, s[3]);
+	h = rs_mix(h, d[3]);
+	h = rs_mix(h, ((__u32)pkt->sport << 16) | pkt->dport);
 	h ^= h >> 16;
 	h *= 0x85ebca6b;
 	return h ^ (h >> 13);

@@ -61,6 +61,14 @@ struct {
 	__type(value, struct rs_config);
 } rs_config SEC(".maps");
 
+/* Next hop per tunnel destination, per CPU (see struct rs_nexthop). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, RS_NEXTHOP_SLOTS);
+	__type(key, __u32);
+	__type(value, struct rs_nexthop);
+} rs_nexthop SEC(".maps");
+
 /*
  * Enum constants leave no trace in BTF unless a type uses them. This unused
  * variable names every shared enum so test/datapath-btf.test.ts can compare
@@ -69,6 +77,7 @@ struct {
  */
 struct rs_btf_enums {
 	enum rs_action action;
+	enum rs_redirect_flag redirect_flag;
 	enum rs_stat stat;
 	enum rs_drop drop;
 	enum rs_event event;

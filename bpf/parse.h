@@ -71,17 +71,40 @@ enum rs_parse_result {
 #define RS_PKT_FRAG 0x02     /* a fragment (IPv4 MF/offset, IPv6 next header 44) */
 #define RS_PKT_ICMP_ERR 0x04 /* an ICMP/ICMPv6 error message: never answer it */
 
+/*
+ * What parsing learns. key is the whole-address lookup key (proto and port
+ * 0), ready to be looked up in place: the exact (proto, port) key is made by
+ * filling key.proto/key.port from proto/dport for one lookup and zeroing
+ * them again (rs_key_exact / rs_key_whole). Keeping the key in this struct,
+ * written field by field from the packet, lets the compiler store it with
+ * word stores instead of rebuilding a copy byte by byte before each lookup.
+ */
 struct rs_pkt {
-	struct rs_app_key key; /* destination; proto/port filled for the exact lookup */
+	struct rs_app_key key; /* destination, whole address: proto 0, port 0 */
 	__u8 saddr[16];        /* source, same form as key.addr */
 	__u32 l3off;           /* offset of the IP header in the frame */
 	__u32 l3len;           /* IP total length from the header */
 	__u32 hlen;            /* IP header length: ihl * 4, or 40 */
 	__be16 sport;          /* L4 source port, 0 if none */
+	__be16 dport;          /* L4 destination port, 0 if none (or a fragment) */
+	__u8 proto;            /* IP protocol / first IPv6 next header */
 	__u8 ttl;              /* TTL / hop limit */
 	__u8 tos;              /* TOS / traffic class */
 	__u8 flags;            /* RS_PKT_* */
-};
+} __attribute__((aligned(8)));
+
+/* Turn pkt->key into the exact key of the packet, and back. */
+static __always_inline void rs_key_exact(struct rs_pkt *pkt)
+{
+	pkt->key.proto = pkt->proto;
+	pkt->key.port = pkt->dport;
+}
+
+static __always_inline void rs_key_whole(struct rs_pkt *pkt)
+{
+	pkt->key.proto = 0;
+	pkt->key.port = 0;
+}
 
 /* Hide a value from the compiler's range analysis, so that the bound check
  * which follows is kept for the verifier (clang drops checks it can prove,
@@ -130,7 +153,7 @@ static __always_inline int rs_icmp_is_error(__u8 proto, __u8 type)
 static __always_inline int rs_parse_l4(void *l4, void *data_end, __u32 l4len,
 				       struct rs_pkt *pkt)
 {
-	__u8 proto = pkt->key.proto;
+	__u8 proto = pkt->proto;
 
 	if (proto == IPPROTO_TCP) {
 		struct tcphdr *th = l4;
@@ -138,14 +161,14 @@ static __always_inline int rs_parse_l4(void *l4, void *data_end, __u32 l4len,
 		if ((void *)(th + 1) > data_end || l4len < sizeof(*th))
 			return RS_PARSE_BAD_L4;
 		pkt->sport = th->source;
-		pkt->key.port = th->dest;
+		pkt->dport = th->dest;
 	} else if (proto == IPPROTO_UDP) {
 		struct udphdr *uh = l4;
 
 		if ((void *)(uh + 1) > data_end || l4len < sizeof(*uh))
 			return RS_PARSE_BAD_L4;
 		pkt->sport = uh->source;
-		pkt->key.port = uh->dest;
+		pkt->dport = uh->dest;
 	} else if (proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6) {
 		struct rs_icmphdr *ih = l4; /* same 8 bytes in v6 */
 
@@ -175,8 +198,10 @@ static __always_inline int rs_parse_ipv4(void *data, void *data_end, void *l3,
 	pkt->l3off = l3 - data;
 	pkt->hlen = hlen;
 	pkt->key.family = RS_FAMILY_IPV4;
-	pkt->key.proto = ip->protocol;
+	pkt->key.proto = 0;
 	pkt->key.port = 0;
+	pkt->proto = ip->protocol;
+	pkt->dport = 0;
 	pkt->sport = 0;
 	pkt->ttl = ip->ttl;
 	pkt->tos = ip->tos;
@@ -220,8 +245,10 @@ static __always_inline int rs_parse_ipv6(void *data, void *data_end, void *l3,
 	pkt->l3off = l3 - data;
 	pkt->hlen = sizeof(*ip6);
 	pkt->key.family = RS_FAMILY_IPV6;
-	pkt->key.proto = ip6->nexthdr;
+	pkt->key.proto = 0;
 	pkt->key.port = 0;
+	pkt->proto = ip6->nexthdr;
+	pkt->dport = 0;
 	pkt->sport = 0;
 	pkt->ttl = ip6->hop_limit;
 	pkt->tos = (ip6->priority << 4) | (ip6->flow_lbl[0] >> 4);

@@ -22,9 +22,17 @@
 
 /*
  * Key of both lookup maps (rs_redirect and rs_deliver): one application,
- * either a whole address or one protocol/port of it. The program looks up
- * the exact key (proto, port) first, then the whole address (proto 0,
- * port 0).
+ * either a whole address or one protocol/port of it. An exact (proto, port)
+ * entry beats the whole-address entry (proto 0, port 0).
+ *
+ * rs_redirect is looked up whole address first, because most addresses
+ * have no port entries: the exact key is looked up only when the
+ * whole-address entry carries RS_REDIRECT_F_PORTS. So every address that
+ * has an exact entry has a whole-address entry too -- the app's own, or a
+ * RS_ACTION_PORTS_ONLY placeholder when the address has only port entries.
+ * The agent maintains both (src/agent/entries.ts); user space never shows
+ * placeholders. rs_deliver (not on the forwarding path) is looked up exact
+ * key first, then whole address, and has no placeholders.
  */
 struct rs_app_key {
 	__u8 family;   /* RS_FAMILY_IPV4 or RS_FAMILY_IPV6 */
@@ -39,8 +47,18 @@ struct rs_app_key {
  * connection-preserving action (forward only flows not seen before SWITCH).
  */
 enum rs_action {
-	RS_ACTION_LOCAL = 1,   /* redirect to the app's interface on this host */
-	RS_ACTION_FORWARD = 2, /* encapsulate to another host's tunnel address */
+	RS_ACTION_LOCAL = 1,      /* redirect to the app's interface on this host */
+	RS_ACTION_FORWARD = 2,    /* encapsulate to another host's tunnel address */
+	RS_ACTION_PORTS_ONLY = 4, /* placeholder, whole-address key only: no action
+				   * for the address itself; a packet that matches no
+				   * port entry of it passes as if it had no entry */
+};
+
+/* rs_redirect_value.flags */
+enum rs_redirect_flag {
+	/* whole-address entry: this address also has exact (proto, port)
+	 * entries, so look the packet's exact key up too */
+	RS_REDIRECT_F_PORTS = 1,
 };
 
 /* Value of rs_redirect (source role). 48 bytes. */
@@ -48,7 +66,7 @@ struct rs_redirect_value {
 	__u32 action;        /* enum rs_action */
 	__u32 app_id;        /* index into rs_app_stats */
 	__u32 ifindex;       /* LOCAL: the app's interface on this host */
-	__u32 flags;         /* none defined yet; must be 0 */
+	__u32 flags;         /* enum rs_redirect_flag bits; others 0 */
 	__u8 dmac[6];        /* LOCAL: destination MAC to write */
 	__u8 smac[6];        /* LOCAL: source MAC to write */
 	__u8 tunnel_family;  /* FORWARD: RS_FAMILY_IPV4 or RS_FAMILY_IPV6 */
@@ -118,12 +136,42 @@ struct rs_config {
 	__u32 flags;           /* none defined yet; must be 0 */
 };
 
+/*
+ * Next-hop cache (rs_nexthop, PERCPU_ARRAY of RS_NEXTHOP_SLOTS): FORWARD
+ * needs the egress interface, MACs and route MTU towards a tunnel
+ * destination, which bpf_fib_lookup answers at a cost comparable to the
+ * rest of the forwarding path. Each CPU keeps the answers it got, in a slot
+ * chosen by a hash of the lookup's inputs (ingress interface, tunnel family
+ * and destination, TOS), and uses one for at most RS_NEXTHOP_TTL_NS
+ * (bpf_ktime_get_coarse_ns, so at most one clock tick more) before looking
+ * the route up again. Only SUCCESS answers are kept: a destination with no
+ * route or an unresolved neighbour is looked up on every packet, as before.
+ * A slot whose inputs differ (another destination hashed there) is simply
+ * replaced. User space may zero the map to drop every cached answer.
+ * 48 bytes.
+ */
+#define RS_NEXTHOP_SLOTS 256
+#define RS_NEXTHOP_TTL_NS (20ULL * 1000 * 1000)
+
+struct rs_nexthop {
+	__u64 refreshed_ns;  /* bpf_ktime_get_coarse_ns() of the fib lookup */
+	__u32 in_ifindex;    /* input: ingress interface */
+	__u32 out_ifindex;   /* answer: egress interface */
+	__u8 family;         /* input: RS_FAMILY_IPV4/6; 0 = empty slot */
+	__u8 tos;            /* input: TOS given to the lookup (IPv4) */
+	__u16 mtu;           /* answer: the route's MTU */
+	__u8 dst[16];        /* input: tunnel destination, v4 mapped */
+	__u8 dmac[6];        /* answer: next hop's MAC */
+	__u8 smac[6];        /* answer: egress interface's MAC */
+};
+
 _Static_assert(sizeof(struct rs_app_key) == 20, "rs_app_key layout");
 _Static_assert(sizeof(struct rs_redirect_value) == 48, "rs_redirect_value layout");
 _Static_assert(sizeof(struct rs_deliver_value) == 24, "rs_deliver_value layout");
 _Static_assert(sizeof(struct rs_counter) == 16, "rs_counter layout");
 _Static_assert(sizeof(struct rs_app_stats) == 16 * RS_STAT_MAX, "rs_app_stats layout");
 _Static_assert(sizeof(struct rs_config) == 28, "rs_config layout");
+_Static_assert(sizeof(struct rs_nexthop) == 48, "rs_nexthop layout");
 _Static_assert(sizeof(enum rs_drop) == 4 && sizeof(enum rs_action) == 4, "enum size");
 
 #endif /* ROUTESHIFT_H */

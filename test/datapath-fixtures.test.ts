@@ -11,7 +11,7 @@
  */
 import t from 'tap';
 import { XdpAction } from '../src/bpf/index.js';
-import type { AppKey, Config, DeliverValue, RedirectValue } from '../src/datapath/structs.js';
+import { NEXTHOP_TTL_MS, type AppKey, type Config, type DeliverValue, type RedirectValue } from '../src/datapath/structs.js';
 import { createFixtureNet, NET } from './lib/fixture-net.js';
 import {
   ETH_P,
@@ -34,7 +34,7 @@ import {
   tcp,
   udp,
 } from './lib/packets.js';
-import { Uplink, delta, deltaBytes, type CountDelta } from './lib/uplink.js';
+import { Uplink, asAgentWrites, delta, deltaBytes, type CountDelta } from './lib/uplink.js';
 
 const net = createFixtureNet('rsfx');
 t.teardown(() => net.destroy());
@@ -86,6 +86,8 @@ interface Fixture {
   name: string;
   config?: Partial<Config>;
   redirect?: [AppKey, RedirectValue][];
+  /** Write `redirect` as given, without the agent's port flags and placeholders. */
+  raw?: boolean;
   deliver?: [AppKey, DeliverValue][];
   input: Buffer;
   verdict: keyof typeof XdpAction;
@@ -181,6 +183,78 @@ const add = (f: Fixture): void => void fixtures.push(f);
     verdict: 'TX',
     output: eth({ dst: NET.peerMac, src: NET.upMac }, encap4({ src: NET.up4, dst: NET.peer4 }, decTtl4(tcpSameP))),
     counters: { apps: apps([APP_X, 'forward']) },
+  });
+}
+
+// whole address first: port flag and placeholder -----------------------------
+// rs_redirect is looked up by whole address first and by (proto, port) only
+// when that entry says the address has port entries; an address with port
+// entries only has a 'ports-only' placeholder (what the agent writes).
+{
+  const portOnly: [AppKey, RedirectValue][] = [[key(X, 'udp', 5000), forward(NET.peer4, APP_X_PORT)]];
+  const ip = udp4(X, { dport: 5000 });
+  add({
+    name: 'port entry only (placeholder for the whole address): its port is forwarded',
+    config: cfg4,
+    redirect: portOnly,
+    input: eth(fromRouter, ip),
+    verdict: 'TX',
+    output: eth({ dst: NET.peerMac, src: NET.upMac }, encap4({ src: NET.up4, dst: NET.peer4 }, decTtl4(ip))),
+    counters: { apps: apps([APP_X_PORT, 'forward']) },
+  });
+  add({
+    name: 'port entry only: another port hits the placeholder and passes untouched as no_entry',
+    config: cfg4,
+    redirect: portOnly,
+    input: eth(fromRouter, udp4(X, { dport: 5001 })),
+    verdict: 'PASS',
+    output: 'input',
+    counters: { events: { no_entry: 1 } },
+  });
+  add({
+    name: 'port entry only: a TTL-1 packet to another port is not ours (no_entry, not ttl)',
+    config: cfg4,
+    redirect: portOnly,
+    input: eth(fromRouter, udp4(X, { dport: 5001, ttl: 1 })),
+    verdict: 'PASS',
+    output: 'input',
+    counters: { events: { no_entry: 1 } },
+  });
+  add({
+    name: 'a placeholder alone (no port entry left) passes everything as no_entry',
+    config: cfg4,
+    redirect: [[key(X), { action: 'ports-only', appId: 0xffffffff, ports: true }]],
+    raw: true,
+    input: eth(fromRouter, ip),
+    verdict: 'PASS',
+    output: 'input',
+    counters: { events: { no_entry: 1 } },
+  });
+  add({
+    name: 'the contract: a port entry whose whole-address entry lacks the ports flag is not looked up',
+    config: cfg4,
+    redirect: [
+      [key(X), forward(NET.peer4)],
+      [key(X, 'udp', 5000), local(APP_X_PORT)],
+    ],
+    raw: true,
+    input: eth(fromRouter, ip),
+    verdict: 'TX',
+    output: eth({ dst: NET.peerMac, src: NET.upMac }, encap4({ src: NET.up4, dst: NET.peer4 }, decTtl4(ip))),
+    counters: { apps: apps([APP_X, 'forward']) },
+  });
+  const icmpX = ipv4({ src: CLIENT, dst: X }, icmpEcho(7, 1));
+  add({
+    name: 'proto-only entry (icmp) on a flagged address: a ping takes it, udp falls back to the whole address',
+    config: cfg4,
+    redirect: [
+      [key(X), forward(NET.peer4)],
+      [key(X, 'icmp'), local(APP_X_PORT)],
+    ],
+    input: eth(fromRouter, icmpX),
+    verdict: 'REDIRECT',
+    output: eth({ dst: X_MAC, src: X_HOST_MAC }, decTtl4(icmpX)),
+    counters: { apps: apps([APP_X_PORT, 'local']) },
   });
 }
 
@@ -582,11 +656,17 @@ function packetTooBig(orig: Buffer, mtu: number, from: string): Buffer {
 
 // ------------------------------------------------------------------ runs --
 
-function setUp(f: { config?: Partial<Config>; redirect?: [AppKey, RedirectValue][]; deliver?: [AppKey, DeliverValue][] }): void {
+/**
+ * Fresh maps for a fixture: its entries as the agent writes them (port
+ * flags and placeholders added, see asAgentWrites) unless `raw`, and an
+ * empty next-hop cache so every FORWARD fixture asks bpf_fib_lookup.
+ */
+function setUp(f: { config?: Partial<Config>; redirect?: [AppKey, RedirectValue][]; deliver?: [AppKey, DeliverValue][]; raw?: boolean }): void {
   for (const k of [...up.redirect.keys()]) up.redirect.delete(k);
   for (const k of [...up.deliver.keys()]) up.deliver.delete(k);
   up.setConfig(f.config ?? {});
-  for (const [k, v] of f.redirect ?? []) up.redirect.update(k, v);
+  up.flushNexthops();
+  for (const [k, v] of f.raw ? (f.redirect ?? []) : asAgentWrites(f.redirect ?? [])) up.redirect.update(k, v);
   for (const [k, v] of f.deliver ?? []) up.deliver.update(k, v);
 }
 
@@ -639,6 +719,113 @@ t.test('an echo request to a LOCAL app keeps a valid IPv4 checksum for every TTL
     }
   }
   t.pass('incremental TTL checksum update valid for TTL 2..255');
+});
+
+// -------------------------------------------------------- next-hop cache --
+// FORWARD caches bpf_fib_lookup's SUCCESS answers per CPU (rs_nexthop) for
+// NEXTHOP_TTL_MS. CLOCK_MONOTONIC_COARSE (the program's clock) lags
+// process.hrtime (CLOCK_MONOTONIC) by at most one tick (4 ms at HZ=250).
+
+const SENTINEL_MAC = '02:00:00:00:5e:17';
+const monoNs = (): bigint => process.hrtime.bigint();
+const ms = (n: number): bigint => BigInt(n) * 1_000_000n;
+const sleep = (n: number): Promise<void> => new Promise((r) => setTimeout(r, n));
+/** A cached answer for X's tunnel (peer4 from eth0) that a real lookup would never give. */
+const planted = (refreshedNs: bigint, mtu: number = NET.mtu): Parameters<typeof up.fillNexthops>[0] => ({
+  refreshedNs,
+  inIfindex: net.eth0,
+  outIfindex: net.eth0,
+  family: 4,
+  tos: 0,
+  mtu,
+  dst: NET.peer4,
+  dmac: SENTINEL_MAC,
+  smac: NET.upMac,
+});
+
+t.test('next-hop cache: a miss asks bpf_fib_lookup and caches the SUCCESS answer', async (t) => {
+  setUp({ config: cfg4, redirect: [[key(X), forward(NET.peer4)]] });
+  const t0 = monoNs();
+  const r = up.run(eth(fromRouter, udp4()), { ingress: net.eth0, netns: net.ns.name });
+  t.equal(r.verdict, 'TX');
+  const cached = up.cachedNexthops();
+  t.equal(cached.length, 1, 'one slot filled, on the CPU that ran the packet');
+  t.match(cached[0], { inIfindex: net.eth0, outIfindex: net.eth0, family: 4, tos: 0, mtu: NET.mtu, dst: NET.peer4, dmac: NET.peerMac, smac: NET.upMac });
+  const age = t0 - cached[0]!.refreshedNs;
+  t.ok(age > -ms(1) && age < ms(10), `stamped with the coarse monotonic clock (${age} ns before the run started)`);
+});
+
+t.test('next-hop cache: a fresh answer is used without a fib lookup, including its MTU', async (t) => {
+  setUp({ config: cfg4, redirect: [[key(X), forward(NET.peer4)]] });
+  const ip = udp4();
+  // retried: a pause of > 10 ms between planting and the run would let the answer expire
+  let r = up.run(eth(fromRouter, ip), { ingress: net.eth0, netns: net.ns.name });
+  for (let i = 0; i < 5; i++) {
+    up.fillNexthops(planted(monoNs() - ms(6)));
+    r = up.run(eth(fromRouter, ip), { ingress: net.eth0, netns: net.ns.name });
+    if (r.data.subarray(0, 6).toString('hex') === SENTINEL_MAC.replaceAll(':', '')) break;
+  }
+  t.equal(r.verdict, 'TX');
+  t.equal(
+    r.data.toString('hex'),
+    eth({ dst: SENTINEL_MAC, src: NET.upMac }, encap4({ src: NET.up4, dst: NET.peer4 }, decTtl4(ip))).toString('hex'),
+    "the cached next-hop MAC, not the neighbour table's",
+  );
+  // the cached route MTU decides "too big" on a hit, like FRAG_NEEDED on a miss
+  const big = udp4(X, { n: 1400 });
+  for (let i = 0; i < 5; i++) {
+    up.fillNexthops(planted(monoNs() - ms(6), 1400));
+    r = up.run(eth(fromRouter, big), { ingress: net.eth0, netns: net.ns.name });
+    if (r.verdict === 'TX' && r.data.length < big.length) break;
+  }
+  t.equal(r.verdict, 'TX', 'too big for the cached MTU: ICMP sent back');
+  t.equal(r.data.subarray(14 + 20, 14 + 22).toString('hex'), '0304', 'ICMP frag-needed');
+  t.equal(r.data.readUInt16BE(14 + 20 + 6), 1380, 'next-hop MTU = cached route MTU 1400 - 20');
+});
+
+t.test('next-hop cache: an answer older than the TTL is looked up again and replaced', async (t) => {
+  setUp({ config: cfg4, redirect: [[key(X), forward(NET.peer4)]] });
+  up.fillNexthops(planted(monoNs() - ms(NEXTHOP_TTL_MS + 6)));
+  const ip = udp4();
+  const r = up.run(eth(fromRouter, ip), { ingress: net.eth0, netns: net.ns.name });
+  t.equal(
+    r.data.toString('hex'),
+    eth({ dst: NET.peerMac, src: NET.upMac }, encap4({ src: NET.up4, dst: NET.peer4 }, decTtl4(ip))).toString('hex'),
+    'the neighbour MAC from a real fib lookup',
+  );
+  t.equal(up.cachedNexthops().filter((n) => n.dmac === NET.peerMac).length, 1, 'the slot now holds the new answer');
+});
+
+t.test('next-hop cache: a neighbour change takes effect within the TTL (+ one tick)', async (t) => {
+  setUp({ config: cfg4, redirect: [[key(X), forward(NET.peer4)]] });
+  const newMac = '02:00:00:00:00:b3';
+  t.teardown(() => net.ns.ip('neigh', 'replace', NET.peer4, 'lladdr', NET.peerMac, 'dev', 'eth0', 'nud', 'permanent'));
+  const ip = udp4();
+  t.equal(up.run(eth(fromRouter, ip), { ingress: net.eth0, netns: net.ns.name }).data.subarray(0, 6).toString('hex'), NET.peerMac.replaceAll(':', ''));
+  net.ns.ip('neigh', 'replace', NET.peer4, 'lladdr', newMac, 'dev', 'eth0', 'nud', 'permanent');
+  await sleep(NEXTHOP_TTL_MS + 10);
+  const r = up.run(eth(fromRouter, ip), { ingress: net.eth0, netns: net.ns.name });
+  t.equal(r.data.subarray(0, 6).toString('hex'), newMac.replaceAll(':', ''), 'the new MAC after the TTL');
+});
+
+t.test('next-hop cache: a route change (another egress interface) takes effect within the TTL', async (t) => {
+  setUp({ config: cfg4, redirect: [[key(X), forward(NET.peer4)]] });
+  const ip = udp4();
+  t.equal(up.run(eth(fromRouter, ip), { ingress: net.eth0, netns: net.ns.name }).verdict, 'TX');
+  // a host route to the tunnel endpoint through C, out of eth1
+  net.ns.ip('route', 'add', `${NET.peer4}/32`, 'via', NET.third4, 'dev', 'eth1');
+  t.teardown(() => net.ns.ip('route', 'del', `${NET.peer4}/32`));
+  await sleep(NEXTHOP_TTL_MS + 10);
+  const r = up.run(eth(fromRouter, ip), { ingress: net.eth0, netns: net.ns.name });
+  t.equal(r.verdict, 'REDIRECT', 'redirected out of eth1');
+  t.equal(r.data.subarray(0, 12).toString('hex'), (NET.thirdMac + NET.otherMac).replaceAll(':', ''), "C's MAC, eth1's MAC");
+});
+
+t.test('next-hop cache: NO_NEIGH and no-route answers are not cached', async (t) => {
+  setUp({ config: cfg4, redirect: [[key(X), forward(NET.unresolved4)], [key(Y), forward(NET.unroutable4)]] });
+  t.equal(up.run(eth(fromRouter, udp4(X)), { ingress: net.eth0, netns: net.ns.name }).verdict, 'PASS');
+  t.equal(up.run(eth(fromRouter, udp4(Y)), { ingress: net.eth0, netns: net.ns.name }).verdict, 'DROP');
+  t.same(up.cachedNexthops(), [], 'nothing cached');
 });
 
 // ------------------------------------------------------------ truncation --

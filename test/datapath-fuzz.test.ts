@@ -26,10 +26,10 @@ import t from 'tap';
 import { createHash } from 'node:crypto';
 import { inNetns, xdpVerdictName } from '../src/bpf/index.js';
 import { parseIPv4 } from '../src/datapath/address.js';
-import type { AppKey } from '../src/datapath/structs.js';
+import type { AppKey, RedirectValue } from '../src/datapath/structs.js';
 import { NET, createFixtureNet } from './lib/fixture-net.js';
 import { ETH_P, IPPROTO, checksumOk, eth, icmp, icmp6Echo, icmpEcho, ipv4, ipv6, pattern, raw, tcp, udp } from './lib/packets.js';
-import { APP_SLOTS, Uplink, xdpCtx } from './lib/uplink.js';
+import { APP_SLOTS, Uplink, asAgentWrites, xdpCtx } from './lib/uplink.js';
 
 const TOTAL = 100_000;
 const seed = Number(process.env.RS_FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 31));
@@ -75,7 +75,8 @@ const localV = { action: 'local', appId: 4, ifindex: 42, dmac: '02:00:00:00:10:1
 const k = (address: string, proto: AppKey['proto'] = 'any', port = 0): AppKey => ({ address, proto, port });
 
 up.setConfig({ tunnelAddr4: NET.up4, tunnelAddr6: NET.up6 });
-for (const [key, v] of [
+// written as the agent writes them: X's whole-address entry carries the ports flag
+for (const [key, v] of asAgentWrites([
   [k(X), { action: 'forward', appId: 1, tunnel: NET.peer4 }],
   [k(X, 'udp', 5000), { ...localV, appId: 2 }],
   [k(Z), { action: 'forward', appId: 3, tunnel: NET.unresolved4 }],
@@ -85,7 +86,7 @@ for (const [key, v] of [
   [k(X6), { action: 'forward', appId: 7, tunnel: NET.peer6 }],
   [k(X6b), { action: 'forward', appId: 8, tunnel: NET.peer4 }],
   [k(L6), { ...localV, appId: 9 }],
-] as const) {
+] as [AppKey, RedirectValue][])) {
   up.redirect.update(key, v);
 }
 up.deliver.update(k(X), { appId: 10, ifindex: 43, dmac: '02:00:00:00:20:10', smac: '02:00:00:00:20:01' });

@@ -60,6 +60,30 @@ interface Entry {
   meta: MetaValue;
 }
 
+/** An entry for one protocol/port of an address (not the whole address). */
+function isPortKey(key: AppKey): boolean {
+  return key.proto !== 'any' || key.port !== 0;
+}
+
+function wholeKey(address: string): AppKey {
+  return { address, proto: 'any', port: 0 };
+}
+
+/**
+ * The data plane looks an address up whole first and its (proto, port) key
+ * only when the whole-address entry carries the `ports` flag (bpf/routeshift.h),
+ * so an address with port entries needs a whole-address entry with the flag:
+ * its app's, or this placeholder, which the program treats as "no entry" and
+ * which users never see (it has no name).
+ */
+const PORTS_ONLY: RedirectValue = { action: 'ports-only', appId: 0xffffffff, ports: true };
+
+/** The entry with the `ports` flag set or cleared (absent when clear, like the codec decodes it). */
+function withPorts(v: RedirectValue, ports: boolean): RedirectValue {
+  const { ports: _drop, ...rest } = v;
+  return ports ? ({ ...rest, ports: true } as RedirectValue) : (rest as RedirectValue);
+}
+
 /** Who asked for a change, for the log. */
 export type Source = 'api' | 'startup' | string;
 
@@ -77,6 +101,8 @@ export class EntryStore {
   readonly #appByKey = new Map<string, string>();
   readonly #deliveryByKey = new Map<string, string>();
   readonly #usedIds = new Set<number>();
+  /** Address -> how many of its app entries are port entries. */
+  readonly #portKeys = new Map<string, number>();
 
   constructor(
     private readonly dp: HostDatapath,
@@ -84,6 +110,8 @@ export class EntryStore {
     private readonly links: LinkResolver = systemLinks,
   ) {
     this.#adopt();
+    // maps pinned by an older agent may lack port flags / placeholders: settle every address
+    this.#commit([], 'startup', [...this.#apps.values()].map((e) => e.meta.key.address));
   }
 
   /** Rebuild the indexes from pinned state; drop names whose entry never made it into its map. */
@@ -107,6 +135,7 @@ export class EntryStore {
     byName.set(meta.name, { appId, meta });
     byKey.set(keyString(meta.key), meta.name);
     this.#usedIds.add(appId);
+    if (meta.kind === 'app' && isPortKey(meta.key)) countPortKey(this.#portKeys, meta.key.address, +1);
   }
 
   #unindex(byName: Map<string, Entry>, byKey: Map<string, string>, name: string): void {
@@ -115,6 +144,7 @@ export class EntryStore {
     byName.delete(name);
     byKey.delete(keyString(e.meta.key));
     this.#usedIds.delete(e.appId);
+    if (e.meta.kind === 'app' && isPortKey(e.meta.key)) countPortKey(this.#portKeys, e.meta.key.address, -1);
   }
 
   get counts(): { apps: number; deliveries: number } {
@@ -205,9 +235,10 @@ export class EntryStore {
 
   // -------------------------------------------------------- the path --
 
-  #commit(ops: readonly BatchOp[], who: Source): void {
-    const plan = new Plan(this.dp, this.links, this.#apps, this.#deliveries, this.#appByKey, this.#deliveryByKey, this.#usedIds);
+  #commit(ops: readonly BatchOp[], who: Source, settle: readonly string[] = []): void {
+    const plan = new Plan(this.dp, this.links, this.#apps, this.#deliveries, this.#appByKey, this.#deliveryByKey, this.#usedIds, this.#portKeys);
     ops.forEach((op, i) => plan.stage(op, ops.length > 1 ? `ops[${i}]` : ''));
+    for (const address of settle) plan.touch(address);
     const changes = plan.changes();
     if (changes.every((c) => c.size === 0)) return; // idempotent: nothing differs
     const applied: Applicable[] = [];
@@ -233,7 +264,14 @@ export class EntryStore {
       this.log.info({ who, op: r.op, name: r.name, before: r.beforeValue ?? null, after: r.afterValue ?? null }, 'entry changed');
     }
     if (plan.results.length > 1000) this.log.info({ who, more: plan.results.length - 1000 }, 'entry changes not logged one by one');
+    if (plan.settled) this.log.info({ who, addresses: plan.settled }, 'whole-address port flags / placeholders updated');
   }
+}
+
+function countPortKey(counts: Map<string, number>, address: string, by: number): void {
+  const n = (counts.get(address) ?? 0) + by;
+  if (n > 0) counts.set(address, n);
+  else counts.delete(address);
 }
 
 interface StagedResult {
@@ -257,6 +295,14 @@ class Plan {
   readonly #appByKey: Map<string, string>;
   readonly #deliveryByKey: Map<string, string>;
   readonly #usedIds: Set<number>;
+  readonly #portKeys: Map<string, number>;
+  /** Addresses whose whole-address flag/placeholder must be settled. */
+  readonly #touched = new Set<string>();
+  /** What this plan writes to rs_redirect, by key (null = delete). */
+  readonly #staged = new Map<string, RedirectValue | null>();
+  #settled = false;
+  /** How many whole-address entries settling changed (for the log). */
+  settled = 0;
   #nextId = 0;
   readonly #redirect: MapChange<AppKey, RedirectValue>;
   readonly #deliver: MapChange<AppKey, DeliverValue>;
@@ -270,7 +316,9 @@ class Plan {
     appByKey: Map<string, string>,
     deliveryByKey: Map<string, string>,
     usedIds: Set<number>,
+    portKeys: Map<string, number>,
   ) {
+    this.#portKeys = new Map(portKeys);
     this.#apps = new Map(apps);
     this.#deliveries = new Map(deliveries);
     this.#appByKey = new Map(appByKey);
@@ -283,7 +331,50 @@ class Plan {
 
   /** Names first (meta), then the data plane; deletes of meta happen with the entry. */
   changes(): Applicable[] {
+    if (!this.#settled) this.#settle();
     return [this.#meta, this.#redirect, this.#deliver];
+  }
+
+  /** Settle this address's whole-address entry when the plan is done. */
+  touch(address: string): void {
+    this.#touched.add(address);
+  }
+
+  #stageRedirect(key: AppKey, value: RedirectValue | null): void {
+    if (value) this.#redirect.upsert(key, value);
+    else this.#redirect.delete(key);
+    this.#staged.set(keyString(key), value);
+  }
+
+  /**
+   * Give every touched address the whole-address entry the program needs:
+   * its app's entry with the `ports` flag set exactly when the address has
+   * port entries, else a placeholder while it has port entries, else none.
+   * Staged in the same map change as the ops, so a request applies all of
+   * it or none. Any order of these writes is safe for packets: a port entry
+   * not yet flagged is not yet looked up (the whole-address answer, as
+   * before the request), a flag without its port entry falls back to the
+   * whole address, a placeholder without port entries passes (as no entry).
+   */
+  #settle(): void {
+    this.#settled = true;
+    for (const address of this.#touched) {
+      const key = wholeKey(address);
+      const ks = keyString(key);
+      const ports = this.#portKeys.has(address);
+      const current = this.#staged.has(ks) ? this.#staged.get(ks)! : (this.dp.redirect.lookup(key) ?? null);
+      let want: RedirectValue | null;
+      if (this.#appByKey.has(ks)) {
+        if (!current || current.action === 'ports-only') continue; // staged by the op itself; cannot happen
+        want = withPorts(current, ports);
+      } else {
+        want = ports ? PORTS_ONLY : null;
+      }
+      if (!sameJson(current, want)) {
+        this.#stageRedirect(key, want);
+        this.settled++;
+      }
+    }
   }
 
   #allocId(field: string): number {
@@ -313,7 +404,13 @@ class Plan {
         const byName = kind === 'app' ? this.#apps : this.#deliveries;
         const e = byName.get(op.name);
         if (!e) throw new NotFoundError(`${field ? `${field}: ` : ''}no ${kind} named ${JSON.stringify(op.name)}`);
-        (kind === 'app' ? this.#redirect : this.#deliver).delete(e.meta.key);
+        if (kind === 'app') {
+          this.#stageRedirect(e.meta.key, null);
+          if (isPortKey(e.meta.key)) countPortKey(this.#portKeys, e.meta.key.address, -1);
+          this.touch(e.meta.key.address);
+        } else {
+          this.#deliver.delete(e.meta.key);
+        }
         this.#meta.delete(e.appId);
         byName.delete(op.name);
         (kind === 'app' ? this.#appByKey : this.#deliveryByKey).delete(keyString(e.meta.key));
@@ -353,11 +450,20 @@ class Plan {
     } else {
       value = { action: 'local', appId, ifindex: link.ifindex, dmac: mac!, smac: link.mac };
     }
+    if (kind === 'app') {
+      // the whole-address entry says whether the address has port entries
+      if (isPortKey(spec.key)) {
+        if (!existing) countPortKey(this.#portKeys, spec.key.address, +1);
+      } else {
+        value = withPorts(value as RedirectValue, this.#portKeys.has(spec.key.address));
+      }
+      this.touch(spec.key.address);
+    }
     const map = kind === 'app' ? this.dp.redirect : this.dp.deliver;
     const before = existing ? map.lookup(spec.key) : undefined;
     if (!existing || !sameJson(existing.meta, meta)) this.#meta.upsert(appId, meta);
     if (!sameJson(before, value)) {
-      if (kind === 'app') this.#redirect.upsert(spec.key, value as RedirectValue);
+      if (kind === 'app') this.#stageRedirect(spec.key, value as RedirectValue);
       else this.#deliver.upsert(spec.key, value as DeliverValue);
     }
     if (!existing) this.resetStats.push(appId);

@@ -61,6 +61,20 @@ export const LAYOUT = {
     size: 28,
     fields: { tunnel_addr4: f(0, 4), tunnel_addr6: f(4, 16), mtu: f(20, 4), flags: f(24, 4) },
   },
+  rs_nexthop: {
+    size: 48,
+    fields: {
+      refreshed_ns: f(0, 8),
+      in_ifindex: f(8, 4),
+      out_ifindex: f(12, 4),
+      family: f(16, 1),
+      tos: f(17, 1),
+      mtu: f(18, 2),
+      dst: f(20, 16),
+      dmac: f(36, 6),
+      smac: f(42, 6),
+    },
+  },
 } as const satisfies Record<string, StructLayout>;
 
 export type StructName = keyof typeof LAYOUT;
@@ -70,6 +84,20 @@ export type StructName = keyof typeof LAYOUT;
 /** enum rs_action. 3 is kept for the planned connection-preserving action. */
 export const ACTIONS = { local: 1, forward: 2 } as const;
 export type Action = keyof typeof ACTIONS;
+
+/**
+ * RS_ACTION_PORTS_ONLY: the whole-address placeholder the agent keeps for an
+ * address that has port entries but no whole-address app (the program looks
+ * the whole address up first; see bpf/routeshift.h). Never an app's action.
+ */
+export const PORTS_ONLY_ACTION = 4;
+
+/** enum rs_redirect_flag: bits of rs_redirect_value.flags. */
+export const REDIRECT_FLAGS = { ports: 1 } as const;
+
+/** Next-hop cache (rs_nexthop): slots per CPU and how long an answer is used (bpf/routeshift.h). */
+export const NEXTHOP_SLOTS = 256;
+export const NEXTHOP_TTL_MS = 20;
 
 /** enum rs_stat, in enum order: the per-application counter slots. */
 export const STATS = ['local', 'forward', 'deliver'] as const;
@@ -105,9 +133,11 @@ const enumOf = (prefix: string, names: readonly string[]): Record<string, number
 
 /** C enum name -> constant name -> value, as the BTF must show them. */
 export const ENUMS: Readonly<Record<string, Readonly<Record<string, number>>>> = {
-  rs_action: Object.fromEntries(
-    Object.entries(ACTIONS).map(([n, v]) => [`RS_ACTION_${n.toUpperCase()}`, v]),
-  ),
+  rs_action: {
+    ...Object.fromEntries(Object.entries(ACTIONS).map(([n, v]) => [`RS_ACTION_${n.toUpperCase()}`, v])),
+    RS_ACTION_PORTS_ONLY: PORTS_ONLY_ACTION,
+  },
+  rs_redirect_flag: { RS_REDIRECT_F_PORTS: REDIRECT_FLAGS.ports },
   rs_stat: enumOf('RS_STAT', STATS),
   rs_drop: enumOf('RS_DROP', DROP_REASONS),
   rs_event: enumOf('RS_EVENT', EVENTS),
@@ -132,6 +162,7 @@ export const MAPS = {
   rs_drops: { type: 'percpu_array', key: 'u32', value: 'rs_counter', maxEntries: DROP_REASONS.length },
   rs_events: { type: 'percpu_array', key: 'u32', value: 'rs_counter', maxEntries: EVENTS.length },
   rs_config: { type: 'array', key: 'u32', value: 'rs_config', maxEntries: 1 },
+  rs_nexthop: { type: 'percpu_array', key: 'u32', value: 'rs_nexthop', maxEntries: NEXTHOP_SLOTS },
 } as const satisfies Record<string, MapSpec>;
 
 export type MapName = keyof typeof MAPS;
@@ -166,9 +197,16 @@ export interface AppKey {
   port: number;
 }
 
+/**
+ * A redirect entry. `ports: true` (RS_REDIRECT_F_PORTS, whole-address
+ * entries only) tells the program the address also has port entries; it is
+ * absent otherwise. 'ports-only' is the agent's placeholder for an address
+ * with port entries and no whole-address app (never shown to users).
+ */
 export type RedirectValue =
-  | { action: 'local'; appId: number; ifindex: number; dmac: string; smac: string }
-  | { action: 'forward'; appId: number; tunnel: string };
+  | { action: 'local'; appId: number; ifindex: number; dmac: string; smac: string; ports?: true }
+  | { action: 'forward'; appId: number; tunnel: string; ports?: true }
+  | { action: 'ports-only'; appId: number; ports?: true };
 
 export interface DeliverValue {
   appId: number;
@@ -267,9 +305,12 @@ export const redirectValueCodec: Codec<RedirectValue> = {
     const at = (name: keyof typeof LAYOUT.rs_redirect_value.fields): number =>
       offset + field('rs_redirect_value', name);
     into.fill(0, offset, offset + this.size);
-    into.writeUInt32LE(ACTIONS[value.action], at('action'));
+    into.writeUInt32LE(value.action === 'ports-only' ? PORTS_ONLY_ACTION : ACTIONS[value.action], at('action'));
     into.writeUInt32LE(checkUint('appId', value.appId, 0xffffffff), at('app_id'));
-    if (value.action === 'local') {
+    into.writeUInt32LE(value.ports ? REDIRECT_FLAGS.ports : 0, at('flags'));
+    if (value.action === 'ports-only') {
+      // no target: the program passes what no port entry matches
+    } else if (value.action === 'local') {
       into.writeUInt32LE(checkUint('ifindex', value.ifindex, 0xffffffff), at('ifindex'));
       parseMac(value.dmac).copy(into, at('dmac'));
       parseMac(value.smac).copy(into, at('smac'));
@@ -284,6 +325,7 @@ export const redirectValueCodec: Codec<RedirectValue> = {
       offset + field('rs_redirect_value', name);
     const action = from.readUInt32LE(at('action'));
     const appId = from.readUInt32LE(at('app_id'));
+    const ports = (from.readUInt32LE(at('flags')) & REDIRECT_FLAGS.ports) !== 0 ? { ports: true as const } : {};
     if (action === ACTIONS.local) {
       return {
         action: 'local',
@@ -291,14 +333,16 @@ export const redirectValueCodec: Codec<RedirectValue> = {
         ifindex: from.readUInt32LE(at('ifindex')),
         dmac: formatMac(from.subarray(at('dmac'), at('dmac') + 6)),
         smac: formatMac(from.subarray(at('smac'), at('smac') + 6)),
+        ...ports,
       };
     }
     if (action === ACTIONS.forward) {
       const dst = from.subarray(at('tunnel_dst'), at('tunnel_dst') + 16);
       const family = from.readUInt8(at('tunnel_family'));
-      return { action: 'forward', appId, tunnel: family === 6 ? formatIPv6(dst) : formatAddress(dst) };
+      return { action: 'forward', appId, tunnel: family === 6 ? formatIPv6(dst) : formatAddress(dst), ...ports };
     }
-    throw new RangeError(`rs_redirect_value has unknown action ${action} (expected 1 local or 2 forward)`);
+    if (action === PORTS_ONLY_ACTION) return { action: 'ports-only', appId, ...ports };
+    throw new RangeError(`rs_redirect_value has unknown action ${action} (expected 1 local, 2 forward or 4 ports-only)`);
   },
 };
 
@@ -375,6 +419,54 @@ export const configCodec: Codec<Config> = {
       tunnelAddr4: a4.every((b) => b === 0) ? null : formatIPv4(a4),
       tunnelAddr6: a6.every((b) => b === 0) ? null : formatIPv6(a6),
       mtu: from.readUInt32LE(at('mtu')),
+    };
+  },
+};
+
+/** One CPU's slot of rs_nexthop, the program's next-hop cache (family 0 = empty). */
+export interface NextHop {
+  /** bpf_ktime_get_coarse_ns() (CLOCK_MONOTONIC_COARSE) of the fib lookup. */
+  refreshedNs: bigint;
+  inIfindex: number;
+  outIfindex: number;
+  family: 0 | Family;
+  tos: number;
+  mtu: number;
+  /** Tunnel destination; null in an empty slot. */
+  dst: string | null;
+  dmac: string;
+  smac: string;
+}
+
+export const nexthopCodec: Codec<NextHop> = {
+  size: LAYOUT.rs_nexthop.size,
+  encode(value, into, offset) {
+    const at = (name: keyof typeof LAYOUT.rs_nexthop.fields): number => offset + field('rs_nexthop', name);
+    into.fill(0, offset, offset + this.size);
+    into.writeBigUInt64LE(value.refreshedNs, at('refreshed_ns'));
+    into.writeUInt32LE(checkUint('inIfindex', value.inIfindex, 0xffffffff), at('in_ifindex'));
+    into.writeUInt32LE(checkUint('outIfindex', value.outIfindex, 0xffffffff), at('out_ifindex'));
+    into.writeUInt8(value.family, at('family'));
+    into.writeUInt8(checkUint('tos', value.tos, 255), at('tos'));
+    into.writeUInt16LE(checkUint('mtu', value.mtu, 0xffff), at('mtu'));
+    if (value.dst !== null) familyOf(value.dst, 'next-hop destination').bytes.copy(into, at('dst'));
+    parseMac(value.dmac).copy(into, at('dmac'));
+    parseMac(value.smac).copy(into, at('smac'));
+  },
+  decode(from, offset) {
+    const at = (name: keyof typeof LAYOUT.rs_nexthop.fields): number => offset + field('rs_nexthop', name);
+    const family = from.readUInt8(at('family'));
+    const dst = from.subarray(at('dst'), at('dst') + 16);
+    return {
+      refreshedNs: from.readBigUInt64LE(at('refreshed_ns')),
+      inIfindex: from.readUInt32LE(at('in_ifindex')),
+      outIfindex: from.readUInt32LE(at('out_ifindex')),
+      family: family === 4 || family === 6 ? family : 0,
+      tos: from.readUInt8(at('tos')),
+      mtu: from.readUInt16LE(at('mtu')),
+      dst: family === 6 ? formatIPv6(dst) : family === 4 ? formatAddress(dst) : null,
+      dmac: formatMac(from.subarray(at('dmac'), at('dmac') + 6)),
+      smac: formatMac(from.subarray(at('smac'), at('smac') + 6)),
     };
   },
 };

@@ -256,12 +256,14 @@ function mix(h: number, v: number): number {
 /**
  * The data plane's inner-flow hash (bpf/encap.h rs_flow_hash), which becomes
  * the outer IPv4 ID (low 16 bits) or IPv6 flow label (low 20 bits). Addresses
- * are 16-byte mapped forms; words are loaded little-endian as on x86-64, and
+ * are 16-byte (IPv4: mapped) forms, of which an IPv4 packet mixes the last 4; words are loaded little-endian as on x86-64, and
  * ports are the network-order values as the program holds them.
  */
-export function flowHash(proto: number, saddr16: Buffer, daddr16: Buffer, sport: number, dport: number): number {
+export function flowHash(family: 4 | 6, proto: number, saddr16: Buffer, daddr16: Buffer, sport: number, dport: number): number {
   let h = (0x72730000 | proto) >>> 0;
-  for (let i = 0; i < 16; i += 4) {
+  // an IPv4 packet (mapped ::ffff:a.b.c.d) mixes only its 4-byte addresses
+  const v6 = family === 6;
+  for (let i = v6 ? 0 : 12; i < 16; i += 4) {
     h = mix(h, saddr16.readUInt32LE(i));
     h = mix(h, daddr16.readUInt32LE(i));
   }
@@ -291,7 +293,7 @@ export function flowHashOf(ip: Buffer): number {
     frag = proto === IPPROTO.FRAGMENT;
   }
   const ported = !frag && (proto === IPPROTO.TCP || proto === IPPROTO.UDP);
-  return flowHash(proto, s, d, ported ? ip.readUInt16BE(l4) : 0, ported ? ip.readUInt16BE(l4 + 2) : 0);
+  return flowHash(v === 4 ? 4 : 6, proto, s, d, ported ? ip.readUInt16BE(l4) : 0, ported ? ip.readUInt16BE(l4 + 2) : 0);
 }
 
 /** The outer headers the data plane puts in front of an inner packet. */

@@ -14,6 +14,7 @@ import {
   configCodec,
   counterCodec,
   deliverValueCodec,
+  nexthopCodec,
   redirectValueCodec,
   sumAppStats,
   sumCounters,
@@ -24,6 +25,7 @@ import {
   type DeliverValue,
   type DropReason,
   type EventName,
+  type NextHop,
   type RedirectValue,
   type Stat,
 } from '../../src/datapath/structs.js';
@@ -59,6 +61,7 @@ export class Uplink implements Disposable {
   readonly drops: BpfMap<number, Counter[]>;
   readonly events: BpfMap<number, Counter[]>;
   readonly config: BpfMap<number, Config>;
+  readonly nexthop: BpfMap<number, NextHop[]>;
   readonly pass: Program;
 
   constructor(opts: { redirectEntries?: number; deliverEntries?: number } = {}) {
@@ -77,6 +80,27 @@ export class Uplink implements Disposable {
     this.drops = obj.map('rs_drops', u32, perCpu(counterCodec));
     this.events = obj.map('rs_events', u32, perCpu(counterCodec));
     this.config = obj.map('rs_config', u32, configCodec);
+    this.nexthop = obj.map('rs_nexthop', u32, perCpu(nexthopCodec));
+  }
+
+  /** Empty every CPU's next-hop cache, so the next FORWARD asks bpf_fib_lookup. */
+  flushNexthops(): void {
+    this.fillNexthops(EMPTY_NEXTHOP);
+  }
+
+  /** Put the same answer in every slot of every CPU's next-hop cache. */
+  fillNexthops(nh: NextHop): void {
+    const all = Array.from({ length: this.nexthop.info.possibleCpus }, () => nh);
+    for (let i = 0; i < this.nexthop.info.maxEntries; i++) this.nexthop.update(i, all);
+  }
+
+  /** Every non-empty next-hop cache slot, over all CPUs. */
+  cachedNexthops(): NextHop[] {
+    const out: NextHop[] = [];
+    for (let i = 0; i < this.nexthop.info.maxEntries; i++) {
+      for (const nh of this.nexthop.lookup(i) ?? []) if (nh.family !== 0) out.push(nh);
+    }
+    return out;
   }
 
   setConfig(c: Partial<Config>): void {
@@ -109,7 +133,7 @@ export class Uplink implements Disposable {
   }
 
   close(): void {
-    for (const m of [this.redirect, this.deliver, this.stats, this.drops, this.events, this.config]) m.close();
+    for (const m of [this.redirect, this.deliver, this.stats, this.drops, this.events, this.config, this.nexthop]) m.close();
     this.program.close();
     this.pass.close();
   }
@@ -117,6 +141,37 @@ export class Uplink implements Disposable {
   [Symbol.dispose](): void {
     this.close();
   }
+}
+
+export const EMPTY_NEXTHOP: NextHop = {
+  refreshedNs: 0n,
+  inIfindex: 0,
+  outIfindex: 0,
+  family: 0,
+  tos: 0,
+  mtu: 0,
+  dst: null,
+  dmac: '00:00:00:00:00:00',
+  smac: '00:00:00:00:00:00',
+};
+
+/**
+ * Redirect entries as the agent writes them (src/agent/entries.ts): the
+ * whole-address entry of an address that has port entries carries the
+ * `ports` flag, and such an address without a whole-address entry gets a
+ * 'ports-only' placeholder. An independent restatement of the rule, so the
+ * packet tests can use plain entry lists.
+ */
+export function asAgentWrites(entries: readonly (readonly [AppKey, RedirectValue])[]): [AppKey, RedirectValue][] {
+  const out = entries.map(([k, v]) => [k, { ...v }] as [AppKey, RedirectValue]);
+  const isWhole = (k: AppKey): boolean => (k.proto === 'any' || k.proto === 0) && k.port === 0;
+  const withPorts = new Set(out.filter(([k]) => !isWhole(k)).map(([k]) => k.address));
+  for (const address of withPorts) {
+    const whole = out.find(([k]) => k.address === address && isWhole(k));
+    if (whole) whole[1].ports = true;
+    else out.push([{ address, proto: 'any', port: 0 }, { action: 'ports-only', appId: 0xffffffff, ports: true }]);
+  }
+  return out;
 }
 
 /** struct xdp_md for BPF_PROG_TEST_RUN: data 0, data_end len, ingress ifindex. */

@@ -1,0 +1,129 @@
+/**
+ * The agent keeps what the data plane's whole-address-first lookup needs
+ * (bpf/routeshift.h): the whole-address entry of an address with port
+ * entries carries the `ports` flag, an address with port entries only has a
+ * 'ports-only' placeholder, and users never see placeholders. Drives the
+ * agent's one path for changes (EntryStore) on a real HostDatapath in a
+ * namespace, reads the raw map, and runs packets through the attached
+ * program to show the entries mean what they should.
+ */
+import t from 'tap';
+import { mkdirSync, rmSync } from 'node:fs';
+import { pino } from 'pino';
+import { inNetns, xdpVerdictName } from '../src/bpf/index.js';
+import { HostDatapath } from '../src/datapath/host.js';
+import type { AppKey, RedirectValue } from '../src/datapath/structs.js';
+import { EntryStore } from '../src/agent/entries.js';
+import type { LinkResolver } from '../src/agent/links.js';
+import { uniquePrefix } from '../src/testbed/netns.js';
+import { createFixtureNet, NET } from './lib/fixture-net.js';
+import { eth, ipv4, pattern, udp } from './lib/packets.js';
+import { xdpCtx } from './lib/uplink.js';
+
+const net = createFixtureNet('rspf');
+t.teardown(() => net.destroy());
+const pinDir = `/sys/fs/bpf/${uniquePrefix('rspf')}`;
+mkdirSync(pinDir, { recursive: true });
+t.teardown(() => rmSync(pinDir, { recursive: true, force: true }));
+
+const links: LinkResolver = {
+  link: () => ({ ifindex: 42, mac: '02:00:00:00:10:01' }) as ReturnType<LinkResolver['link']>,
+  neighbourMac: () => '02:00:00:00:10:10',
+};
+const log = pino({ level: 'silent' });
+const dp = inNetns(net.ns.name, () => HostDatapath.open({ uplink: 'eth0', pinDir, capacity: 256 }));
+t.teardown(() => dp.close());
+dp.setConfig({ tunnelAddr4: NET.up4, tunnelAddr6: null, mtu: 0 });
+let store = new EntryStore(dp, log, links);
+
+const X = '10.200.0.10';
+const Y = '10.200.0.11';
+const whole = (address: string): AppKey => ({ address, proto: 'any', port: 0 });
+const udpKey = (address: string, port: number): AppKey => ({ address, proto: 'udp', port });
+const entry = (k: AppKey): RedirectValue | undefined => dp.redirect.lookup(k);
+const names = (): string[] => store.listApps().map((a) => a.name);
+const body = (address: string, extra: Record<string, unknown> = {}): Record<string, unknown> => ({ address, dev: 'eth1', ...extra });
+
+/** Verdict of a UDP packet to address:port arriving on the uplink. */
+function verdict(address: string, port: number): string {
+  const frame = eth({ dst: NET.upMac, src: NET.routerMac }, ipv4({ src: '198.18.0.2', dst: address }, udp(40000, port, pattern(16))));
+  return inNetns(net.ns.name, () => xdpVerdictName(dp.program.testRun(frame, { repeat: 1, ctx: xdpCtx(frame.length, net.eth0) }).retval));
+}
+
+t.test('a whole-address app alone: no flag, one lookup', async (t) => {
+  store.putApp('x', body(X), 'test');
+  t.same(entry(whole(X)), { action: 'local', appId: 0, ifindex: 42, dmac: '02:00:00:00:10:10', smac: '02:00:00:00:10:01' });
+});
+
+t.test('adding a port entry flags the whole-address entry; removing it clears the flag', async (t) => {
+  store.putApp('xp', body(X, { proto: 'udp', port: 5000, action: { type: 'forward', tunnel: NET.peer4 } }), 'test');
+  t.match(entry(whole(X)), { action: 'local', ports: true }, 'flagged');
+  t.match(entry(udpKey(X, 5000)), { action: 'forward', tunnel: NET.peer4 });
+  t.notOk('ports' in entry(udpKey(X, 5000))!, 'port entries carry no flag');
+  t.equal(verdict(X, 5000), 'TX', 'udp/5000 is forwarded (the port entry)');
+  t.equal(verdict(X, 5001), 'REDIRECT', 'udp/5001 is LOCAL (the whole address)');
+  store.setAction('x', { type: 'forward', tunnel: NET.peer4 }, 'test');
+  t.match(entry(whole(X)), { action: 'forward', ports: true }, 'an action change keeps the flag');
+  store.setAction('x', { type: 'local' }, 'test');
+  store.deleteApp('xp', 'test');
+  t.notOk('ports' in entry(whole(X))!, 'flag cleared with the last port entry');
+  t.equal(entry(udpKey(X, 5000)), undefined);
+  t.equal(verdict(X, 5000), 'REDIRECT');
+});
+
+t.test('port entries only: a placeholder nobody sees, removed with the last port entry', async (t) => {
+  store.putApp('y53', body(Y, { proto: 'udp', port: 53 }), 'test');
+  store.putApp('y54', body(Y, { proto: 'udp', port: 54 }), 'test');
+  t.same(entry(whole(Y)), { action: 'ports-only', appId: 0xffffffff, ports: true }, 'placeholder');
+  t.same(names(), ['x', 'y53', 'y54'], 'apps list only real apps');
+  t.equal(verdict(Y, 53), 'REDIRECT', 'its ports are served');
+  t.equal(verdict(Y, 55), 'PASS', 'other ports pass');
+  store.deleteApp('y53', 'test');
+  t.ok(entry(whole(Y)), 'still one port entry: placeholder kept');
+  store.deleteApp('y54', 'test');
+  t.equal(entry(whole(Y)), undefined, 'last port entry gone: placeholder gone');
+  t.equal([...dp.redirect.keys()].length, 1, 'only x is left in the map');
+});
+
+t.test('whole-address app deleted while port entries remain: replaced by the placeholder, and back', async (t) => {
+  store.putApp('xp', body(X, { proto: 'udp', port: 5000 }), 'test');
+  store.deleteApp('x', 'test');
+  t.same(entry(whole(X)), { action: 'ports-only', appId: 0xffffffff, ports: true });
+  t.equal(verdict(X, 5001), 'PASS', 'the rest of the address passes');
+  t.equal(verdict(X, 5000), 'REDIRECT');
+  store.putApp('x', body(X), 'test');
+  t.match(entry(whole(X)), { action: 'local', ports: true }, 'the app replaces the placeholder, flag kept');
+  t.same(names(), ['x', 'xp']);
+});
+
+t.test('a batch is settled as a whole; an idempotent re-put writes nothing', async (t) => {
+  store.batch(
+    {
+      ops: [
+        { op: 'put-app', name: 'z', address: '10.200.0.12', dev: 'eth1' },
+        { op: 'put-app', name: 'zp', address: '10.200.0.12', proto: 'tcp', port: 80, dev: 'eth1' },
+        { op: 'put-app', name: 'wp', address: '10.200.0.13', proto: 'tcp', port: 80, dev: 'eth1' },
+        { op: 'delete-app', name: 'xp' },
+      ],
+    },
+    'test',
+  );
+  t.match(entry(whole('10.200.0.12')), { action: 'local', ports: true });
+  t.same(entry(whole('10.200.0.13')), { action: 'ports-only', appId: 0xffffffff, ports: true });
+  t.notOk('ports' in entry(whole(X))!);
+  const snap = JSON.stringify([...dp.redirect.entries()]);
+  store.putApp('zp', body('10.200.0.12', { proto: 'tcp', port: 80 }), 'test');
+  store.putApp('z', body('10.200.0.12'), 'test');
+  t.equal(JSON.stringify([...dp.redirect.entries()]), snap, 'nothing changed');
+});
+
+t.test('a restarted agent repairs maps pinned without flags (an older agent)', async (t) => {
+  const z = entry(whole('10.200.0.12'))!;
+  dp.redirect.update(whole('10.200.0.12'), { ...z, ports: undefined } as RedirectValue);
+  dp.redirect.delete(whole('10.200.0.13'));
+  t.notOk('ports' in entry(whole('10.200.0.12'))!, 'flag lost');
+  store = new EntryStore(dp, log, links);
+  t.match(entry(whole('10.200.0.12')), { action: 'local', ports: true }, 'flag restored');
+  t.same(entry(whole('10.200.0.13')), { action: 'ports-only', appId: 0xffffffff, ports: true }, 'placeholder restored');
+  t.same(names(), ['wp', 'x', 'z', 'zp']);
+});
