@@ -21,6 +21,8 @@ export interface Row {
   pass: boolean | null;
   /** How it was measured, caveats. */
   note?: string;
+  /** Further numbers of the same measurement (counts, rates of the sender…). */
+  extra?: Record<string, number | string | boolean>;
 }
 
 export interface BenchContext {
@@ -45,16 +47,30 @@ export interface BenchResults {
   durationsMs: Record<string, number>;
 }
 
-/** A row comparing figure to baseline against a "≤ max×" goal (null max = informational). */
-export function ratioRow(r: Omit<Row, 'ratio' | 'goal' | 'pass'> & { maxRatio: number | null }): Row {
-  const { maxRatio, ...rest } = r;
+/**
+ * A row comparing figure to baseline against a "≤ max×" goal (null max =
+ * informational), or a "≥ min×" goal when `minRatio` is given. `also` is a
+ * further condition of the goal (e.g. 0 lost) with its text for the goal.
+ */
+export function ratioRow(
+  r: Omit<Row, 'ratio' | 'goal' | 'pass'> & { maxRatio: number | null; minRatio?: number; also?: { ok: boolean; goal: string } },
+): Row {
+  const { maxRatio, minRatio, also, ...rest } = r;
   const ratio = r.baseline > 0 ? r.figure / r.baseline : Number.NaN;
-  return {
-    ...rest,
-    ratio,
-    goal: maxRatio === null ? '—' : `≤ ${maxRatio}×`,
-    pass: maxRatio === null ? null : Number.isFinite(ratio) && ratio <= maxRatio,
-  };
+  let goal = '—';
+  let pass: boolean | null = null;
+  if (minRatio !== undefined) {
+    goal = `≥ ${minRatio}×`;
+    pass = Number.isFinite(ratio) && ratio >= minRatio;
+  } else if (maxRatio !== null) {
+    goal = `≤ ${maxRatio}×`;
+    pass = Number.isFinite(ratio) && ratio <= maxRatio;
+  }
+  if (also) {
+    goal = goal === '—' ? also.goal : `${goal}, ${also.goal}`;
+    pass = (pass ?? true) && also.ok;
+  }
+  return { ...rest, ratio, goal, pass };
 }
 
 export function machineInfo(): BenchResults['machine'] {

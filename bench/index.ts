@@ -1,6 +1,12 @@
 /** Every benchmark, in the order `routeshift bench` runs them. */
+import { agentMemory } from './agent-memory.js';
+import { batchUpdate } from './batch-update.js';
+import { drainBench } from './drain.js';
 import { fwd } from './fwd.js';
 import type { Benchmark } from './harness.js';
+import { mapUpdate } from './map-update.js';
+import { netnsPps } from './netns-pps.js';
 import { scale } from './scale.js';
+import { switchover } from './switchover.js';
 
-export const BENCHMARKS: readonly Benchmark[] = [fwd, scale];
+export const BENCHMARKS: readonly Benchmark[] = [fwd, scale, netnsPps, mapUpdate, batchUpdate, switchover, drainBench, agentMemory];

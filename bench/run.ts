@@ -5,7 +5,10 @@
  *   node dist/bench/run.js --markdown [FILE]   (table of a results file, for bench/README.md)
  *
  * Default output: bench/results.json (bench/out/results-quick.json with
- * --quick, so a quick run never overwrites the figures of a real one).
+ * --quick, so a quick run never overwrites the figures of a real one), and
+ * beside it the plot (.svg) and the Markdown page (.md) of the same results;
+ * a full run of every benchmark to the default path also rewrites the table
+ * in bench/README.md (between its results markers).
  * Exit 1 only when a benchmark is broken, not when a goal is missed.
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -13,6 +16,7 @@ import { dirname, join, resolve } from 'node:path';
 import { repoRoot } from '../src/bpf/native.js';
 import { formatMarkdown, formatTable, runBenchmarks, type BenchResults } from './harness.js';
 import { BENCHMARKS } from './index.js';
+import { renderResultsMarkdown, renderSvg, updateReadme } from './report.js';
 
 export interface RunOptions {
   names?: string[];
@@ -38,8 +42,13 @@ export async function runBench(opts: RunOptions = {}): Promise<{ results: BenchR
   const out = resolve(opts.out ?? defaultOutPath(quick));
   mkdirSync(dirname(out), { recursive: true });
   writeFileSync(out, JSON.stringify(results, null, 2) + '\n');
+  const base = out.replace(/\.json$/, '');
+  writeFileSync(`${base}.svg`, renderSvg(results));
+  writeFileSync(`${base}.md`, renderResultsMarkdown(results));
+  const readme = join(repoRoot(), 'bench', 'README.md');
+  const updated = out === resolve(defaultOutPath(false)) && !quick && !(opts.names ?? []).length && updateReadme(readme, results);
   process.stdout.write(opts.json ? JSON.stringify(results, null, 2) + '\n' : formatTable(results) + '\n');
-  if (!opts.json) process.stderr.write(`[bench] results written to ${out}\n`);
+  if (!opts.json) process.stderr.write(`[bench] results written to ${out}, ${base}.svg, ${base}.md${updated ? `, table in ${readme}` : ''}\n`);
   return { results, out };
 }
 

@@ -1,7 +1,8 @@
 /**
  * `routeshift bench [name…] [--quick] [--json] [--out FILE]` — run the
  * benchmarks in bench/ (all, or the named ones), print figure, baseline,
- * ratio and goal per row, and write the results JSON. Exits 1 only when a
+ * ratio and goal per row, and write the results JSON with its plot and
+ * Markdown page (bench/run.ts). Exits 1 only when a
  * benchmark is broken (it threw, or produced no numbers); a missed goal is
  * reported in the table, not in the exit code.
  */
@@ -32,7 +33,7 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
       .option('quick', { type: 'boolean', default: false, describe: 'small sizes and few repetitions (for tests; not figures to quote)' })
       .option('json', { type: 'boolean', default: false, describe: 'print the results as JSON instead of a table' })
       .option('out', { type: 'string', describe: 'results file (default bench/results.json, or bench/out/results-quick.json with --quick)' })
-      .epilog('Needs root (BPF, network namespaces) and the bench objects (`make -C bench`). Exit codes: 0 ran, 1 a benchmark is broken, 2 bad usage.') as unknown as Argv<BenchArgs>,
+      .epilog('Writes the results JSON and, beside it, a plot (.svg) and a Markdown page (.md); a full run of every benchmark also rewrites the table in bench/README.md. Needs root (BPF, network namespaces) and the bench objects and helpers (`make -C bench`). Exit codes: 0 ran, 1 a benchmark is broken, 2 bad usage.') as unknown as Argv<BenchArgs>,
   handler: async (args: ArgumentsCamelCase<BenchArgs>) => {
     const names = (args.names ?? []).flatMap((n) => n.split(',')).filter(Boolean);
     const unknown = names.filter((n) => !BENCHMARKS.some((b) => b.name === n));

@@ -1,0 +1,107 @@
+/**
+ * Helpers the routeshift-level benchmarks share: CPU time from /proc/stat,
+ * the C helper (bench/out/update_c), a token file for agents, pin
+ * directories, wall-clock time comparable across processes.
+ */
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { repoRoot } from '../src/bpf/native.js';
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Wall clock in ms since the epoch, the clock udp-tool stamps arrivals with. */
+export const wallMs = (): number => performance.timeOrigin + performance.now();
+
+/** USER_HZ of /proc/stat (100 on Linux for every architecture we run on). */
+const USER_HZ = 100;
+
+/**
+ * CPU time spent busy (user, nice, system, irq, softirq, steal — not idle
+ * or iowait) summed over every CPU, in ns, from /proc/stat. Includes other
+ * tenants of a shared machine: use over short windows, compare in one run.
+ */
+export function cpuBusyNs(cpu?: number): number {
+  const lines = readFileSync('/proc/stat', 'utf8').split('\n');
+  const line = cpu === undefined ? lines[0]! : lines.find((l) => l.startsWith(`cpu${cpu} `)) ?? '';
+  const f = line.trim().split(/\s+/).slice(1).map(Number);
+  const [user = 0, nice = 0, system = 0, , , irq = 0, softirq = 0, steal = 0] = f;
+  return ((user + nice + system + irq + softirq + steal) * 1e9) / USER_HZ;
+}
+
+/** Softirq time alone (of one CPU, or of all), ns. */
+export function cpuSoftirqNs(cpu?: number): number {
+  const lines = readFileSync('/proc/stat', 'utf8').split('\n');
+  const line = cpu === undefined ? lines[0]! : lines.find((l) => l.startsWith(`cpu${cpu} `)) ?? '';
+  const f = line.trim().split(/\s+/).slice(1).map(Number);
+  return ((f[6] ?? 0) * 1e9) / USER_HZ;
+}
+
+export function updateCPath(): string {
+  const p = join(repoRoot(), 'bench', 'out', 'update_c');
+  if (!existsSync(p)) throw new Error(`${p} missing: build it with \`make -C bench\``);
+  return p;
+}
+
+export function xdpgenPath(): string {
+  const p = join(repoRoot(), 'bench', 'out', 'xdpgen');
+  if (!existsSync(p)) throw new Error(`${p} missing: build it with \`make -C bench\``);
+  return p;
+}
+
+export interface UpdateCResult {
+  mode: 'single' | 'batch';
+  n: number;
+  ns: number;
+  nsPerOp: number;
+}
+
+/** Run the C baseline (see bench/update_c.c). */
+export function runUpdateC(args: { mode: 'single' | 'batch'; pin: string; n: number; arg: number; valueHex: string }): Promise<UpdateCResult> {
+  return new Promise((resolve, reject) => {
+    execFile(updateCPath(), [args.mode, args.pin, String(args.n), String(args.arg), args.valueHex], { timeout: 120_000 }, (err, stdout, stderr) => {
+      if (err) return reject(new Error(`update_c ${args.mode} failed: ${stderr.trim() || err.message}`));
+      try {
+        resolve(JSON.parse(stdout.trim()) as UpdateCResult);
+      } catch {
+        reject(new Error(`update_c printed ${stdout.trim()}`));
+      }
+    });
+  });
+}
+
+/** A fresh token file in a temp dir, shared by the agents of one benchmark. */
+export function tokenDir(tag: string): { dir: string; tokenFile: string; token: string; remove(): void } {
+  const dir = mkdtempSync(join(tmpdir(), `rs-bench-${tag}-`));
+  const tokenFile = join(dir, 'token');
+  const token = randomBytes(32).toString('hex');
+  writeFileSync(tokenFile, token, { mode: 0o600 });
+  return { dir, tokenFile, token, remove: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/** A pin directory of our own under /sys/fs/bpf (removed by exact name). */
+export function pinDirFor(prefix: string, host: string): string {
+  return `/sys/fs/bpf/${prefix}-${host}`;
+}
+
+export function removePinDir(path: string): void {
+  if (!path.startsWith('/sys/fs/bpf/rs')) throw new Error(`refusing to remove ${path}: not a benchmark pin dir`);
+  rmSync(path, { recursive: true, force: true });
+}
+
+export function ppsObjectPath(): string {
+  const p = join(repoRoot(), 'bench', 'pps.o');
+  if (!existsSync(p)) throw new Error(`${p} missing: build it with \`make -C bench\``);
+  return p;
+}
+
+/** Resident set of a process from /proc/PID/status, bytes by kind. */
+export function rssOf(pid: number): { rss: number; anon: number; file: number; shmem: number } {
+  const s = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = (k: string): number => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(s)?.[1] ?? NaN) * 1024;
+  return { rss: kb('VmRSS'), anon: kb('RssAnon'), file: kb('RssFile'), shmem: kb('RssShmem') };
+}
+
+export const fmtMs = (ms: number): string => (ms >= 100 ? ms.toFixed(0) : ms.toFixed(2));
