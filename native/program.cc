@@ -149,10 +149,12 @@ Napi::Value ProgramHandle::TestRun(const Napi::CallbackInfo& info) {
   std::vector<uint8_t> out(out_size);
   std::vector<uint8_t> ctx_in, ctx_out;
   Napi::Value ctx = o.Get("ctx");
+  uint32_t flags = U32Opt(o, "flags", 0);
   if (ctx.IsBuffer()) {
     auto c = ctx.As<Napi::Buffer<uint8_t>>();
     ctx_in.assign(c.Data(), c.Data() + c.Length());
-    ctx_out.resize(c.Length());
+    // Live frames take a context in but give none back (the kernel refuses ctx_out).
+    if (!(flags & BPF_F_TEST_XDP_LIVE_FRAMES)) ctx_out.resize(c.Length());
   }
   LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = data.Data(), .data_out = out_size ? out.data() : nullptr,
               .data_size_in = static_cast<__u32>(data.Length()), .data_size_out = out_size,
@@ -161,7 +163,7 @@ Napi::Value ProgramHandle::TestRun(const Napi::CallbackInfo& info) {
               .ctx_size_in = static_cast<__u32>(ctx_in.size()),
               .ctx_size_out = static_cast<__u32>(ctx_out.size()),
               .repeat = static_cast<int>(U32Opt(o, "repeat", 1)),
-              .flags = U32Opt(o, "flags", 0), .cpu = U32Opt(o, "cpu", 0),
+              .flags = flags, .cpu = U32Opt(o, "cpu", 0),
               .batch_size = U32Opt(o, "batchSize", 0));
   int err = bpf_prog_test_run_opts(fd, &opts);
   if (err) ThrowErrno(env, err, What("test run"));

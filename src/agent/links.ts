@@ -4,6 +4,8 @@
  * Read with `ip -j`, in the agent's own network namespace.
  */
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { isIPv4 } from 'node:net';
 import { ifindexOf, macOf } from '../bpf/index.js';
 import { FieldError } from './errors.js';
 
@@ -25,6 +27,35 @@ export interface LinkResolver {
   neighbourMac(address: string, dev: string, field: string): string;
 }
 
+const ATF_COM = 0x2;
+const ATF_PERM = 0x4;
+
+/**
+ * IPv4 neighbours from /proc/thread-self/net/arp: the table of this
+ * thread's namespace (the agent's main thread may have entered a host's),
+ * read without spawning a process, so a drain of 1,000 apps does not start
+ * 1,000 `ip` processes.
+ */
+function arpMac(address: string, dev: string): string | undefined {
+  let table: string;
+  try {
+    table = readFileSync('/proc/thread-self/net/arp', 'utf8');
+  } catch {
+    return undefined;
+  }
+  for (const line of table.split('\n').slice(1)) {
+    const [ip, , flags, mac, , device] = line.trim().split(/\s+/);
+    if (ip === address && device === dev && mac && mac !== '00:00:00:00:00:00' && Number(flags) & (ATF_COM | ATF_PERM)) return mac;
+  }
+  return undefined;
+}
+
+/** IPv6 neighbours have no /proc table: ask iproute2. */
+function ndMac(address: string, dev: string): string | undefined {
+  const entries = ipJson<{ dst: string; lladdr?: string; state?: string[] }[]>(['-6', 'neigh', 'show', 'to', address, 'dev', dev]) ?? [];
+  return entries.find((e) => e.lladdr && !e.state?.includes('FAILED') && !e.state?.includes('INCOMPLETE'))?.lladdr;
+}
+
 export const systemLinks: LinkResolver = {
   link(dev, field) {
     let ifindex: number;
@@ -44,11 +75,10 @@ export const systemLinks: LinkResolver = {
     return { ifindex, mac };
   },
   neighbourMac(address, dev, field) {
-    const entries = ipJson<{ dst: string; lladdr?: string; state?: string[] }[]>(['neigh', 'show', 'to', address, 'dev', dev]) ?? [];
-    const hit = entries.find((e) => e.lladdr && !e.state?.includes('FAILED') && !e.state?.includes('INCOMPLETE'));
-    if (!hit?.lladdr) {
+    const mac = isIPv4(address) ? arpMac(address, dev) : ndMac(address, dev);
+    if (!mac) {
       throw new FieldError(field, `no neighbour entry for ${address} on ${dev}: give the application's MAC in "mac"`);
     }
-    return hit.lladdr;
+    return mac;
   },
 };
