@@ -10,6 +10,7 @@ import { appKeyCodec, redirectValueCodec, deliverValueCodec } from '../src/datap
 import { AgentProcess } from '../src/testbed/agent-process.js';
 import { Netns, uniquePrefix, veth } from '../src/testbed/netns.js';
 import { rawBytes } from '../src/bpf/codec.js';
+import { metaValueCodec, nameKeyCodec } from '../src/datapath/meta.js';
 
 const prefix = uniquePrefix('rsapi');
 const pinDir = `/sys/fs/bpf/${prefix}`;
@@ -31,6 +32,16 @@ host.ip('neigh', 'add', '10.200.0.11', 'lladdr', '02:00:00:00:00:11', 'dev', 'vy
 function redirectSnapshot(): string {
   using m = BpfMap.openPinned(`${pinDir}/rs_redirect`, rawBytes(appKeyCodec.size), rawBytes(redirectValueCodec.size));
   return [...m.entries()].map(([k, v]) => `${k.toString('hex')}=${v.toString('hex')}`).sort().join('\n');
+}
+
+/** Raw bytes of the agent's pinned name index and name map. */
+function namesSnapshot(): string {
+  return ['rs_app_names', 'rs_app_meta']
+    .map((m) => {
+      using map = BpfMap.openPinned(`${pinDir}/${m}`, rawBytes(m === 'rs_app_names' ? 52 : 4), rawBytes(m === 'rs_app_names' ? 4 : 96));
+      return [...map.entries()].map(([k, v]) => `${k.toString('hex')}=${v.toString('hex')}`).sort().join('\n');
+    })
+    .join('\n--\n');
 }
 
 let agent: AgentProcess;
@@ -189,6 +200,18 @@ t.test('batch: applied together, or not at all', async (t) => {
   });
   t.equal(bad.status, 404, 'a batch naming an unknown app fails');
   t.equal(redirectSnapshot(), snap, 'and its valid first op was not applied');
+  const names = namesSnapshot();
+  const undone = await agent.request('POST', '/v1/batch', {
+    ops: [
+      { op: 'delete-app', name: 'b1' },
+      { op: 'put-app', name: 'b1', address: '10.201.0.2', dev: 'vx0', mac: '02:00:00:00:01:01' },
+      { op: 'put-app', name: 'fresh', address: '10.201.1.1', dev: 'vx0', mac: '02:00:00:00:01:02' },
+      { op: 'set-action', name: 'nope', action: { type: 'local' } },
+    ],
+  });
+  t.equal(undone.status, 404, 'delete, re-create, create, then an unknown name: refused');
+  t.equal(redirectSnapshot(), snap, 'the redirect map is byte-identical');
+  t.equal(namesSnapshot(), names, 'and so is the name index');
   const del = await agent.request('POST', '/v1/batch', { ops: ops.map((o) => ({ op: 'delete-app', name: o.name })) });
   t.same(del.json, { applied: 50 });
 });
@@ -225,6 +248,24 @@ t.test('restart: a SIGKILLed agent leaves forwarding in place; the next one adop
   t.equal(s.hook.attachedProgramId, s.hook.programId, "the new agent's program replaced the old one");
 });
 
+t.test('restart repairs a name index a crash left behind, and drops a name whose entry never landed', async (t) => {
+  await agent.stop('SIGKILL');
+  {
+    // A crash between the map writes of one request: x lost its index entry;
+    // a name 'ghost' was written to the name map but its entry never landed.
+    using names = BpfMap.openPinned(`${pinDir}/rs_app_names`, nameKeyCodec, u32);
+    t.ok(names.delete({ kind: 'app', name: 'x' }));
+    using meta = BpfMap.openPinned(`${pinDir}/rs_app_meta`, u32, metaValueCodec);
+    meta.update(4000, { kind: 'app', key: { address: '10.209.0.1', proto: 'any', port: 0 }, name: 'ghost', dev: 'vx0', mac: null });
+    names.update({ kind: 'app', name: 'ghost' }, 4000);
+  }
+  agent = await AgentProcess.start({ netns: host.name, pinDir, tokenFile: agent.tokenFile });
+  t.equal((await agent.request('GET', '/v1/apps/x')).status, 200, 'x is found by name again');
+  t.equal((await agent.request('GET', '/v1/apps/ghost')).status, 404, 'the half-made name is gone');
+  using names = BpfMap.openPinned(`${pinDir}/rs_app_names`, nameKeyCodec, u32);
+  t.equal(names.lookup({ kind: 'app', name: 'ghost' }), undefined, '...from the name index too');
+});
+
 t.test('--cleanup removes the program and the pinned maps', async (t) => {
   await agent.stop('SIGTERM');
   t.match(host.ip('link', 'show', 'dev', 'eth0'), /prog\/xdp/, 'SIGTERM keeps forwarding in place');
@@ -234,4 +275,3 @@ t.test('--cleanup removes the program and the pinned maps', async (t) => {
   t.notMatch(host.ip('link', 'show', 'dev', 'eth0'), /prog\/xdp/);
   t.notOk(existsSync(pinDir));
 });
-void u32;

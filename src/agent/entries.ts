@@ -4,15 +4,17 @@
  * (single or batched updates) → log before/after. The HTTP API calls it
  * today; another source of desired state can call it tomorrow.
  *
- * State lives in bpffs only: the maps plus the pinned name map (meta), so a
- * restarted agent rebuilds its indexes from there.
+ * State lives in bpffs only: the data plane's maps plus two pinned maps of
+ * the agent's own (names by id, ids by name). The JS heap holds no copy of
+ * the entries — an agent with a million entries stays small, a request
+ * costs what it touches, and a restarted agent finds everything in place.
  */
 import type { Logger } from 'pino';
 import type { HostDatapath } from '../datapath/host.js';
-import type { MetaValue } from '../datapath/meta.js';
+import type { EntryKind, MetaValue } from '../datapath/meta.js';
 import type { AppKey, DeliverValue, RedirectValue } from '../datapath/structs.js';
 import { ConflictError, FieldError, NotFoundError } from './errors.js';
-import { systemLinks, type LinkResolver } from './links.js';
+import { systemLinks, type LinkInfo, type LinkResolver } from './links.js';
 import { MapChange, type Applicable } from './txn.js';
 import {
   keyString,
@@ -32,26 +34,22 @@ export interface CounterView {
   bytes: string;
 }
 
-export interface AppView {
+interface EntryView {
   name: string;
   address: string;
   proto: string | number;
   port: number;
   dev: string;
   mac: string | null;
-  action: ActionSpec;
   appId: number;
+}
+
+export interface AppView extends EntryView {
+  action: ActionSpec;
   counters: { local: CounterView; forward: CounterView };
 }
 
-export interface DeliveryView {
-  name: string;
-  address: string;
-  proto: string | number;
-  port: number;
-  dev: string;
-  mac: string | null;
-  appId: number;
+export interface DeliveryView extends EntryView {
   counters: { deliver: CounterView };
 }
 
@@ -59,6 +57,9 @@ interface Entry {
   appId: number;
   meta: MetaValue;
 }
+
+/** Who asked for a change, for the log. */
+export type Source = 'api' | 'startup' | string;
 
 /** An entry for one protocol/port of an address (not the whole address). */
 function isPortKey(key: AppKey): boolean {
@@ -84,9 +85,6 @@ function withPorts(v: RedirectValue, ports: boolean): RedirectValue {
   return ports ? ({ ...rest, ports: true } as RedirectValue) : (rest as RedirectValue);
 }
 
-/** Who asked for a change, for the log. */
-export type Source = 'api' | 'startup' | string;
-
 function sameJson(a: unknown, b: unknown): boolean {
   return JSON.stringify(a) === JSON.stringify(b);
 }
@@ -95,113 +93,190 @@ function counter(c: { packets: bigint; bytes: bigint }): CounterView {
   return { packets: c.packets.toString(), bytes: c.bytes.toString() };
 }
 
+const nameId = (kind: EntryKind, name: string): string => `${kind}:${name}`;
+const keyId = (kind: EntryKind, key: AppKey): string => `${kind}:${keyString(key)}`;
+
+/**
+ * Reads of the committed state, straight from the maps, plus the little the
+ * maps cannot answer quickly: which ids are free (a bitmap), how many
+ * entries of each kind, and which addresses have port entries.
+ */
+class Catalog {
+  readonly #ids: Uint8Array;
+  #idHint = 0;
+  readonly counts = { apps: 0, deliveries: 0 };
+  /** Address → how many app entries of it are port entries (usually few addresses). */
+  readonly portKeys = new Map<string, number>();
+
+  constructor(private readonly dp: HostDatapath) {
+    this.#ids = new Uint8Array(Math.ceil(dp.capacity / 8));
+  }
+
+  entry(kind: EntryKind, name: string): Entry | undefined {
+    const appId = this.dp.names.lookup({ kind, name });
+    if (appId === undefined) return undefined;
+    const meta = this.dp.meta.lookup(appId);
+    return meta && meta.kind === kind && meta.name === name ? { appId, meta } : undefined;
+  }
+
+  /** Name of the entry of this kind holding `key`, if any. */
+  owner(kind: EntryKind, key: AppKey): string | undefined {
+    const v = kind === 'app' ? this.dp.redirect.lookup(key) : this.dp.deliver.lookup(key);
+    if (!v || ('action' in v && v.action === 'ports-only')) return undefined;
+    const meta = this.dp.meta.lookup(v.appId);
+    return meta && meta.kind === kind ? meta.name : undefined;
+  }
+
+  idUsed(id: number): boolean {
+    return (this.#ids[id >> 3]! & (1 << (id & 7))) !== 0;
+  }
+
+  setId(id: number, used: boolean): void {
+    if (used) this.#ids[id >> 3]! |= 1 << (id & 7);
+    else {
+      this.#ids[id >> 3]! &= ~(1 << (id & 7));
+      this.#idHint = Math.min(this.#idHint, id);
+    }
+  }
+
+  /** Lowest id that may be free (ids below it are all taken). */
+  get idHint(): number {
+    return this.#idHint;
+  }
+
+  set idHint(v: number) {
+    this.#idHint = v;
+  }
+
+  countPortKey(address: string, by: number): void {
+    const n = (this.portKeys.get(address) ?? 0) + by;
+    if (n > 0) this.portKeys.set(address, n);
+    else this.portKeys.delete(address);
+  }
+}
+
 export class EntryStore {
-  readonly #apps = new Map<string, Entry>();
-  readonly #deliveries = new Map<string, Entry>();
-  readonly #appByKey = new Map<string, string>();
-  readonly #deliveryByKey = new Map<string, string>();
-  readonly #usedIds = new Set<number>();
-  /** Address -> how many of its app entries are port entries. */
-  readonly #portKeys = new Map<string, number>();
+  readonly #catalog: Catalog;
+  readonly #links: LinkResolver;
 
   constructor(
     private readonly dp: HostDatapath,
     private readonly log: Logger,
-    private readonly links: LinkResolver = systemLinks,
+    links: LinkResolver = systemLinks,
   ) {
-    this.#adopt();
-    // maps pinned by an older agent may lack port flags / placeholders: settle every address
-    this.#commit([], 'startup', [...this.#apps.values()].map((e) => e.meta.key.address));
+    this.#catalog = new Catalog(dp);
+    this.#links = links;
+    const settle = this.#adopt();
+    // maps pinned by an older agent may lack port flags / placeholders: settle those addresses
+    this.#commit([], 'startup', settle);
   }
 
-  /** Rebuild the indexes from pinned state; drop names whose entry never made it into its map. */
-  #adopt(): void {
+  /**
+   * Rebuild the id bitmap, counts and port-key counts from the pinned maps,
+   * and repair what a crash between two map writes may have left: a name
+   * whose entry never reached its map is dropped, a missing index entry is
+   * written. Returns the addresses whose whole-address flag must be checked.
+   */
+  #adopt(): string[] {
     const stale: number[] = [];
+    const flagged = new Set<string>();
+    const c = this.#catalog;
     for (const [appId, meta] of this.dp.meta.entries()) {
-      const map = meta.kind === 'app' ? this.dp.redirect : this.dp.deliver;
-      if (map.lookup(meta.key) === undefined) {
+      const value = meta.kind === 'app' ? this.dp.redirect.lookup(meta.key) : this.dp.deliver.lookup(meta.key);
+      if (value === undefined || value.appId !== appId) {
         stale.push(appId);
         continue;
       }
-      this.#index(meta.kind === 'app' ? this.#apps : this.#deliveries, meta.kind === 'app' ? this.#appByKey : this.#deliveryByKey, appId, meta);
+      c.setId(appId, true);
+      if (meta.kind === 'app') {
+        c.counts.apps++;
+        if (isPortKey(meta.key)) c.countPortKey(meta.key.address, +1);
+        else if ('ports' in value && value.ports) flagged.add(meta.key.address);
+      } else {
+        c.counts.deliveries++;
+      }
+      if (this.dp.names.lookup({ kind: meta.kind, name: meta.name }) !== appId) {
+        this.dp.names.update({ kind: meta.kind, name: meta.name }, appId);
+      }
     }
     for (const id of stale) this.dp.meta.delete(id);
-    if (this.#usedIds.size || stale.length) {
-      this.log.info({ apps: this.#apps.size, deliveries: this.#deliveries.size, dropped: stale.length }, 'adopted pinned entries');
+    const orphans = [...this.dp.names.entries()].filter(([, id]) => !c.idUsed(id) || stale.includes(id));
+    for (const [k, id] of orphans) {
+      const meta = this.dp.meta.lookup(id);
+      if (!meta || meta.kind !== k.kind || meta.name !== k.name) this.dp.names.delete(k);
     }
-  }
-
-  #index(byName: Map<string, Entry>, byKey: Map<string, string>, appId: number, meta: MetaValue): void {
-    byName.set(meta.name, { appId, meta });
-    byKey.set(keyString(meta.key), meta.name);
-    this.#usedIds.add(appId);
-    if (meta.kind === 'app' && isPortKey(meta.key)) countPortKey(this.#portKeys, meta.key.address, +1);
-  }
-
-  #unindex(byName: Map<string, Entry>, byKey: Map<string, string>, name: string): void {
-    const e = byName.get(name);
-    if (!e) return;
-    byName.delete(name);
-    byKey.delete(keyString(e.meta.key));
-    this.#usedIds.delete(e.appId);
-    if (e.meta.kind === 'app' && isPortKey(e.meta.key)) countPortKey(this.#portKeys, e.meta.key.address, -1);
+    if (c.counts.apps || c.counts.deliveries || stale.length) {
+      this.log.info({ ...c.counts, dropped: stale.length }, 'adopted pinned entries');
+    }
+    return [...new Set([...c.portKeys.keys(), ...flagged])];
   }
 
   get counts(): { apps: number; deliveries: number } {
-    return { apps: this.#apps.size, deliveries: this.#deliveries.size };
+    return { ...this.#catalog.counts };
   }
 
   // ------------------------------------------------------------ reads --
 
+  /** Every entry of a kind, sorted by name (read from the maps in batches). */
+  #all(kind: EntryKind): Entry[] {
+    const out: Entry[] = [];
+    for (const [appId, meta] of this.dp.meta.entries()) if (meta.kind === kind) out.push({ appId, meta });
+    return out.sort((a, b) => (a.meta.name < b.meta.name ? -1 : a.meta.name > b.meta.name ? 1 : 0));
+  }
+
   listApps(): AppView[] {
-    return [...this.#apps.keys()].sort().map((n) => this.getApp(n));
+    return this.#all('app').map((e) => this.#appView(e));
   }
 
   getApp(name: string): AppView {
-    const e = this.#apps.get(name);
+    const e = this.#catalog.entry('app', name);
     if (!e) throw new NotFoundError(`no app named ${JSON.stringify(name)}`);
-    const v = this.dp.redirect.lookup(e.meta.key);
-    const stats = this.dp.appStats(e.appId);
-    const action: ActionSpec = v?.action === 'forward' ? { type: 'forward', tunnel: v.tunnel } : { type: 'local' };
-    return {
-      name,
-      ...this.#keyView(e.meta.key),
-      dev: e.meta.dev,
-      mac: e.meta.mac,
-      action,
-      appId: e.appId,
-      counters: { local: counter(stats.local), forward: counter(stats.forward) },
-    };
+    return this.#appView(e);
   }
 
   listDeliveries(): DeliveryView[] {
-    return [...this.#deliveries.keys()].sort().map((n) => this.getDelivery(n));
+    return this.#all('delivery').map((e) => this.#deliveryView(e));
   }
 
   getDelivery(name: string): DeliveryView {
-    const e = this.#deliveries.get(name);
+    const e = this.#catalog.entry('delivery', name);
     if (!e) throw new NotFoundError(`no delivery named ${JSON.stringify(name)}`);
-    const stats = this.dp.appStats(e.appId);
-    return {
-      name,
-      ...this.#keyView(e.meta.key),
-      dev: e.meta.dev,
-      mac: e.meta.mac,
-      appId: e.appId,
-      counters: { deliver: counter(stats.deliver) },
-    };
+    return this.#deliveryView(e);
   }
 
-  #keyView(key: AppKey): { address: string; proto: string | number; port: number } {
-    return { address: key.address, proto: key.proto, port: key.port };
+  /** Per-entry packet/byte counters without building whole views (for /metrics). */
+  *counters(limit: number): IterableIterator<{ name: string; kind: EntryKind; stats: ReturnType<HostDatapath['appStats']> }> {
+    let n = 0;
+    for (const [appId, meta] of this.dp.meta.entries()) {
+      if (n++ >= limit) return;
+      yield { name: meta.name, kind: meta.kind, stats: this.dp.appStats(appId) };
+    }
+  }
+
+  #entryView(e: Entry): EntryView {
+    const { key } = e.meta;
+    return { name: e.meta.name, address: key.address, proto: key.proto, port: key.port, dev: e.meta.dev, mac: e.meta.mac, appId: e.appId };
+  }
+
+  #appView(e: Entry): AppView {
+    const v = this.dp.redirect.lookup(e.meta.key);
+    const stats = this.dp.appStats(e.appId);
+    const action: ActionSpec = v?.action === 'forward' ? { type: 'forward', tunnel: v.tunnel } : { type: 'local' };
+    return { ...this.#entryView(e), action, counters: { local: counter(stats.local), forward: counter(stats.forward) } };
+  }
+
+  #deliveryView(e: Entry): DeliveryView {
+    const stats = this.dp.appStats(e.appId);
+    return { ...this.#entryView(e), counters: { deliver: counter(stats.deliver) } };
   }
 
   // ----------------------------------------------------------- writes --
 
   putApp(name: unknown, body: unknown, who: Source): { app: AppView; created: boolean } {
     const n = parseName(name);
-    const created = !this.#apps.has(n);
-    this.#commit([{ op: 'put-app', name: n, spec: parseAppBody(body) }], who);
+    const spec = parseAppBody(body);
+    const created = !this.#catalog.entry('app', n);
+    this.#commit([{ op: 'put-app', name: n, spec }], who);
     return { app: this.getApp(n), created };
   }
 
@@ -217,8 +292,9 @@ export class EntryStore {
 
   putDelivery(name: unknown, body: unknown, who: Source): { delivery: DeliveryView; created: boolean } {
     const n = parseName(name);
-    const created = !this.#deliveries.has(n);
-    this.#commit([{ op: 'put-delivery', name: n, spec: parseDeliveryBody(body) }], who);
+    const spec = parseDeliveryBody(body);
+    const created = !this.#catalog.entry('delivery', n);
+    this.#commit([{ op: 'put-delivery', name: n, spec }], who);
     return { delivery: this.getDelivery(n), created };
   }
 
@@ -236,7 +312,7 @@ export class EntryStore {
   // -------------------------------------------------------- the path --
 
   #commit(ops: readonly BatchOp[], who: Source, settle: readonly string[] = []): void {
-    const plan = new Plan(this.dp, this.links, this.#apps, this.#deliveries, this.#appByKey, this.#deliveryByKey, this.#usedIds, this.#portKeys);
+    const plan = new Plan(this.dp, this.#catalog, this.#links);
     ops.forEach((op, i) => plan.stage(op, ops.length > 1 ? `ops[${i}]` : ''));
     for (const address of settle) plan.touch(address);
     const changes = plan.changes();
@@ -253,86 +329,115 @@ export class EntryStore {
       if (failures.length) (err as Error).message += `; rollback incomplete: ${failures.join('; ')}`;
       throw err;
     }
-    for (const id of plan.resetStats) this.dp.resetAppStats(id);
-    for (const r of plan.results) {
-      const byName = r.kind === 'app' ? this.#apps : this.#deliveries;
-      const byKey = r.kind === 'app' ? this.#appByKey : this.#deliveryByKey;
-      this.#unindex(byName, byKey, r.name);
-      if (r.after) this.#index(byName, byKey, r.after.appId, r.after.meta);
-    }
+    plan.publish();
+    this.dp.resetAppStats(plan.resetStats);
     for (const r of plan.results.slice(0, 1000)) {
-      this.log.info({ who, op: r.op, name: r.name, before: r.beforeValue ?? null, after: r.afterValue ?? null }, 'entry changed');
+      this.log.info({ who, op: r.op, name: r.name, before: r.before ?? null, after: r.after ?? null }, 'entry changed');
     }
     if (plan.results.length > 1000) this.log.info({ who, more: plan.results.length - 1000 }, 'entry changes not logged one by one');
     if (plan.settled) this.log.info({ who, addresses: plan.settled }, 'whole-address port flags / placeholders updated');
   }
 }
 
-function countPortKey(counts: Map<string, number>, address: string, by: number): void {
-  const n = (counts.get(address) ?? 0) + by;
-  if (n > 0) counts.set(address, n);
-  else counts.delete(address);
-}
-
 interface StagedResult {
   op: BatchOp['op'];
-  kind: 'app' | 'delivery';
   name: string;
-  after: Entry | undefined;
-  beforeValue: RedirectValue | DeliverValue | undefined;
-  afterValue: RedirectValue | DeliverValue | undefined;
+  before: RedirectValue | DeliverValue | undefined;
+  after: RedirectValue | DeliverValue | undefined;
 }
 
 /**
- * The staged effect of a request: works on copies of the indexes so ops
- * within one batch see each other, and produces the map changes.
+ * The staged effect of one request: an overlay on the catalog, so ops
+ * within one batch see each other while nothing committed is touched until
+ * every op has been validated; then the map changes to apply.
  */
 class Plan {
   readonly results: StagedResult[] = [];
   readonly resetStats: number[] = [];
-  readonly #apps: Map<string, Entry>;
-  readonly #deliveries: Map<string, Entry>;
-  readonly #appByKey: Map<string, string>;
-  readonly #deliveryByKey: Map<string, string>;
-  readonly #usedIds: Set<number>;
-  readonly #portKeys: Map<string, number>;
+  /** Staged entries by kind and name (null = deleted by this plan). */
+  readonly #entries = new Map<string, Entry | null>();
+  /** Staged key owners by kind and key (null = freed by this plan). */
+  readonly #owners = new Map<string, string | null>();
+  readonly #idsTaken = new Set<number>();
+  readonly #idsFreed = new Set<number>();
+  readonly #portKeys = new Map<string, number>();
+  readonly #countDelta = { apps: 0, deliveries: 0 };
   /** Addresses whose whole-address flag/placeholder must be settled. */
   readonly #touched = new Set<string>();
   /** What this plan writes to rs_redirect, by key (null = delete). */
   readonly #staged = new Map<string, RedirectValue | null>();
+  readonly #links = new Map<string, LinkInfo>();
   #settled = false;
   /** How many whole-address entries settling changed (for the log). */
   settled = 0;
-  #nextId = 0;
+  #nextId: number;
   readonly #redirect: MapChange<AppKey, RedirectValue>;
   readonly #deliver: MapChange<AppKey, DeliverValue>;
   readonly #meta: MapChange<number, MetaValue>;
+  readonly #names: MapChange<{ kind: EntryKind; name: string }, number>;
 
   constructor(
     private readonly dp: HostDatapath,
+    private readonly catalog: Catalog,
     private readonly links: LinkResolver,
-    apps: Map<string, Entry>,
-    deliveries: Map<string, Entry>,
-    appByKey: Map<string, string>,
-    deliveryByKey: Map<string, string>,
-    usedIds: Set<number>,
-    portKeys: Map<string, number>,
   ) {
-    this.#portKeys = new Map(portKeys);
-    this.#apps = new Map(apps);
-    this.#deliveries = new Map(deliveries);
-    this.#appByKey = new Map(appByKey);
-    this.#deliveryByKey = new Map(deliveryByKey);
-    this.#usedIds = new Set(usedIds);
+    this.#nextId = catalog.idHint;
     this.#redirect = new MapChange(dp.redirect, keyString);
     this.#deliver = new MapChange(dp.deliver, keyString);
     this.#meta = new MapChange(dp.meta, String);
+    this.#names = new MapChange(dp.names, (k) => nameId(k.kind, k.name));
   }
 
-  /** Names first (meta), then the data plane; deletes of meta happen with the entry. */
+  // --------------------------------------------------- overlay reads --
+
+  #entry(kind: EntryKind, name: string): Entry | undefined {
+    const id = nameId(kind, name);
+    if (this.#entries.has(id)) return this.#entries.get(id) ?? undefined;
+    return this.catalog.entry(kind, name);
+  }
+
+  #owner(kind: EntryKind, key: AppKey): string | undefined {
+    const id = keyId(kind, key);
+    if (this.#owners.has(id)) return this.#owners.get(id) ?? undefined;
+    return this.catalog.owner(kind, key);
+  }
+
+  #portCount(address: string): number {
+    return this.#portKeys.get(address) ?? this.catalog.portKeys.get(address) ?? 0;
+  }
+
+  #countPortKey(address: string, by: number): void {
+    this.#portKeys.set(address, this.#portCount(address) + by);
+  }
+
+  #idFree(id: number): boolean {
+    return this.#idsFreed.has(id) ? false /* not reused within the plan: rollback stays exact */ : !this.catalog.idUsed(id) && !this.#idsTaken.has(id);
+  }
+
+  #allocId(field: string): number {
+    while (this.#nextId < this.dp.capacity && !this.#idFree(this.#nextId)) this.#nextId++;
+    if (this.#nextId >= this.dp.capacity) throw new ConflictError(`${field || 'request'}: all ${this.dp.capacity} application ids are in use`);
+    const id = this.#nextId++;
+    this.#idsTaken.add(id);
+    return id;
+  }
+
+  /** Interface facts, once per device per request (a batch names the same few devices). */
+  #link(dev: string, field: string): LinkInfo {
+    let l = this.#links.get(dev);
+    if (!l) {
+      l = this.links.link(dev, field);
+      this.#links.set(dev, l);
+    }
+    return l;
+  }
+
+  // ------------------------------------------------------------ stage --
+
+  /** Names first, then the data plane. */
   changes(): Applicable[] {
     if (!this.#settled) this.#settle();
-    return [this.#meta, this.#redirect, this.#deliver];
+    return [this.#meta, this.#names, this.#redirect, this.#deliver];
   }
 
   /** Settle this address's whole-address entry when the plan is done. */
@@ -340,8 +445,24 @@ class Plan {
     this.#touched.add(address);
   }
 
-  #stageRedirect(key: AppKey, value: RedirectValue | null): void {
-    if (value) this.#redirect.upsert(key, value);
+  /** After a successful apply: make the catalog what the maps now hold. */
+  publish(): void {
+    const c = this.catalog;
+    for (const id of this.#idsTaken) c.setId(id, true);
+    // Every id below #nextId is now in use; freed ids lower the hint again.
+    if (this.#idsTaken.size) c.idHint = Math.max(c.idHint, this.#nextId);
+    for (const id of this.#idsFreed) c.setId(id, false);
+    c.counts.apps += this.#countDelta.apps;
+    c.counts.deliveries += this.#countDelta.deliveries;
+    for (const [address, n] of this.#portKeys) {
+      if (n > 0) c.portKeys.set(address, n);
+      else c.portKeys.delete(address);
+    }
+  }
+
+  /** `before`: what the map holds for the key, when already read (or known absent). */
+  #stageRedirect(key: AppKey, value: RedirectValue | null, before?: { value: RedirectValue | undefined }): void {
+    if (value) this.#redirect.upsert(key, value, before);
     else this.#redirect.delete(key);
     this.#staged.set(keyString(key), value);
   }
@@ -361,10 +482,10 @@ class Plan {
     for (const address of this.#touched) {
       const key = wholeKey(address);
       const ks = keyString(key);
-      const ports = this.#portKeys.has(address);
+      const ports = this.#portCount(address) > 0;
       const current = this.#staged.has(ks) ? this.#staged.get(ks)! : (this.dp.redirect.lookup(key) ?? null);
       let want: RedirectValue | null;
-      if (this.#appByKey.has(ks)) {
+      if (this.#owner('app', key) !== undefined) {
         if (!current || current.action === 'ports-only') continue; // staged by the op itself; cannot happen
         want = withPorts(current, ports);
       } else {
@@ -377,14 +498,6 @@ class Plan {
     }
   }
 
-  #allocId(field: string): number {
-    while (this.#nextId < this.dp.capacity && this.#usedIds.has(this.#nextId)) this.#nextId++;
-    if (this.#nextId >= this.dp.capacity) throw new ConflictError(`${field || 'request'}: all ${this.dp.capacity} application ids are in use`);
-    const id = this.#nextId++;
-    this.#usedIds.add(id);
-    return id;
-  }
-
   stage(op: BatchOp, field: string): void {
     const f = (name: string): string => (field ? `${field}.${name}` : name);
     switch (op.op) {
@@ -393,41 +506,53 @@ class Plan {
       case 'put-delivery':
         return this.#putEntry('delivery', op.name, op.spec, undefined, f);
       case 'set-action': {
-        const e = this.#apps.get(op.name);
+        const e = this.#entry('app', op.name);
         if (!e) throw new NotFoundError(`${field ? `${field}: ` : ''}no app named ${JSON.stringify(op.name)}`);
         const spec: AppSpec = { key: e.meta.key, dev: e.meta.dev, mac: e.meta.mac ?? undefined, action: op.action };
-        return this.#putEntry('app', op.name, spec, op.action, f);
+        // The key is the entry's own: no other name can hold it, skip the owner lookup.
+        return this.#putEntry('app', op.name, spec, op.action, f, e);
       }
       case 'delete-app':
       case 'delete-delivery': {
-        const kind = op.op === 'delete-app' ? 'app' : 'delivery';
-        const byName = kind === 'app' ? this.#apps : this.#deliveries;
-        const e = byName.get(op.name);
+        const kind: EntryKind = op.op === 'delete-app' ? 'app' : 'delivery';
+        const e = this.#entry(kind, op.name);
         if (!e) throw new NotFoundError(`${field ? `${field}: ` : ''}no ${kind} named ${JSON.stringify(op.name)}`);
+        const before = kind === 'app' ? this.dp.redirect.lookup(e.meta.key) : this.dp.deliver.lookup(e.meta.key);
         if (kind === 'app') {
           this.#stageRedirect(e.meta.key, null);
-          if (isPortKey(e.meta.key)) countPortKey(this.#portKeys, e.meta.key.address, -1);
+          if (isPortKey(e.meta.key)) this.#countPortKey(e.meta.key.address, -1);
           this.touch(e.meta.key.address);
+          this.#countDelta.apps--;
         } else {
           this.#deliver.delete(e.meta.key);
+          this.#countDelta.deliveries--;
         }
         this.#meta.delete(e.appId);
-        byName.delete(op.name);
-        (kind === 'app' ? this.#appByKey : this.#deliveryByKey).delete(keyString(e.meta.key));
-        this.#usedIds.delete(e.appId);
-        const map = kind === 'app' ? this.dp.redirect : this.dp.deliver;
-        this.results.push({ op: op.op, kind, name: op.name, after: undefined, beforeValue: map.lookup(e.meta.key), afterValue: undefined });
+        this.#names.delete({ kind, name: op.name });
+        this.#entries.set(nameId(kind, op.name), null);
+        this.#owners.set(keyId(kind, e.meta.key), null);
+        if (this.#idsTaken.delete(e.appId)) {
+          // created and deleted within this plan: the id was never committed
+        } else {
+          this.#idsFreed.add(e.appId);
+        }
+        this.results.push({ op: op.op, name: op.name, before, after: undefined });
         return;
       }
     }
   }
 
-  #putEntry(kind: 'app' | 'delivery', name: string, spec: EntrySpec, action: ActionSpec | undefined, f: (n: string) => string): void {
-    const byName = kind === 'app' ? this.#apps : this.#deliveries;
-    const byKey = kind === 'app' ? this.#appByKey : this.#deliveryByKey;
-    const existing = byName.get(name);
+  #putEntry(
+    kind: EntryKind,
+    name: string,
+    spec: EntrySpec,
+    action: ActionSpec | undefined,
+    f: (n: string) => string,
+    known?: Entry,
+  ): void {
+    const existing = known ?? this.#entry(kind, name);
     const ks = keyString(spec.key);
-    const owner = byKey.get(ks);
+    const owner = known ? name : this.#owner(kind, spec.key);
     if (owner !== undefined && owner !== name) {
       throw new ConflictError(`${f('address')}: ${ks} already belongs to ${kind} ${JSON.stringify(owner)}`);
     }
@@ -436,7 +561,7 @@ class Plan {
         `${f('address')}: ${kind} ${JSON.stringify(name)} is ${keyString(existing.meta.key)}; delete it before giving the name another address`,
       );
     }
-    const link = this.links.link(spec.dev, f('dev'));
+    const link = this.#link(spec.dev, f('dev'));
     const needsMac = kind === 'delivery' || action?.type === 'local';
     const mac = spec.mac ?? (needsMac ? this.links.neighbourMac(spec.key.address, spec.dev, f('mac')) : (existing?.meta.mac ?? null));
     const appId = existing?.appId ?? this.#allocId(f('name'));
@@ -453,25 +578,39 @@ class Plan {
     if (kind === 'app') {
       // the whole-address entry says whether the address has port entries
       if (isPortKey(spec.key)) {
-        if (!existing) countPortKey(this.#portKeys, spec.key.address, +1);
+        if (!existing) this.#countPortKey(spec.key.address, +1);
       } else {
-        value = withPorts(value as RedirectValue, this.#portKeys.has(spec.key.address));
+        value = withPorts(value as RedirectValue, this.#portCount(spec.key.address) > 0);
       }
       this.touch(spec.key.address);
     }
-    const map = kind === 'app' ? this.dp.redirect : this.dp.deliver;
-    const before = existing ? map.lookup(spec.key) : undefined;
-    if (!existing || !sameJson(existing.meta, meta)) this.#meta.upsert(appId, meta);
-    if (!sameJson(before, value)) {
-      if (kind === 'app') this.#stageRedirect(spec.key, value as RedirectValue);
-      else this.#deliver.upsert(spec.key, value as DeliverValue);
+    const staged = kind === 'app' ? this.#staged.get(ks) : undefined;
+    const before = existing
+      ? staged !== undefined
+        ? (staged ?? undefined)
+        : kind === 'app'
+          ? this.dp.redirect.lookup(spec.key)
+          : this.dp.deliver.lookup(spec.key)
+      : undefined;
+    if (!existing) this.#meta.insert(appId, meta);
+    else if (!sameJson(existing.meta, meta)) this.#meta.upsert(appId, meta);
+    if (!existing) {
+      this.#names.insert({ kind, name }, appId);
+      this.resetStats.push(appId);
+      if (kind === 'app') this.#countDelta.apps++;
+      else this.#countDelta.deliveries++;
     }
-    if (!existing) this.resetStats.push(appId);
-    const entry = { appId, meta };
-    byName.set(name, entry);
-    byKey.set(ks, name);
+    if (!sameJson(before, value)) {
+      // The before-value was just read (or is known absent): apply needs no second lookup.
+      const was = { value: before };
+      // (No owner does not mean no value for an app key: a ports-only placeholder may hold it.)
+      if (kind === 'app') this.#stageRedirect(spec.key, value as RedirectValue, existing && staged === undefined ? (was as { value: RedirectValue | undefined }) : undefined);
+      else this.#deliver.upsert(spec.key, value as DeliverValue, owner === undefined ? { value: undefined } : existing ? (was as { value: DeliverValue | undefined }) : undefined);
+    }
+    this.#entries.set(nameId(kind, name), { appId, meta });
+    this.#owners.set(keyId(kind, spec.key), name);
     if (!existing || !sameJson(before, value) || !sameJson(existing.meta, meta)) {
-      this.results.push({ op: kind === 'app' ? 'put-app' : 'put-delivery', kind, name, after: entry, beforeValue: before, afterValue: value });
+      this.results.push({ op: kind === 'app' ? 'put-app' : 'put-delivery', name, before, after: value });
     }
   }
 }

@@ -14,7 +14,10 @@ export interface AgentMetrics {
   readonly registry: Registry;
 }
 
-export function createMetrics(dp: HostDatapath, store: EntryStore): AgentMetrics {
+/** Default cap on entries with their own series. */
+export const DEFAULT_METRICS_APP_LIMIT = 10_000;
+
+export function createMetrics(dp: HostDatapath, store: EntryStore, perAppLimit = DEFAULT_METRICS_APP_LIMIT): AgentMetrics {
   const registry = new Registry();
   registry.setDefaultLabels({ uplink: dp.uplink });
   collectDefaultMetrics({ register: registry, prefix: 'routeshift_agent_' });
@@ -29,12 +32,17 @@ export function createMetrics(dp: HostDatapath, store: EntryStore): AgentMetrics
       values((labels, v) => this.inc(labels, Number(v)));
     };
 
+  // One series per entry and action, up to a limit: a host with a million
+  // entries must not make every scrape a million-line answer.
   const eachEntryCounter = (field: 'packets' | 'bytes') => (set: (labels: Record<string, string>, v: bigint) => void) => {
-    for (const a of store.listApps()) {
-      set({ app: a.name, action: 'local' }, BigInt(a.counters.local[field]));
-      set({ app: a.name, action: 'forward' }, BigInt(a.counters.forward[field]));
+    for (const e of store.counters(perAppLimit)) {
+      if (e.kind === 'app') {
+        set({ app: e.name, action: 'local' }, e.stats.local[field]);
+        set({ app: e.name, action: 'forward' }, e.stats.forward[field]);
+      } else {
+        set({ app: e.name, action: 'deliver' }, e.stats.deliver[field]);
+      }
     }
-    for (const d of store.listDeliveries()) set({ app: d.name, action: 'deliver' }, BigInt(d.counters.deliver[field]));
   };
 
   new Counter({

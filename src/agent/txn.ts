@@ -16,6 +16,8 @@ export class MapChange<K, V> implements Applicable {
   readonly #upserts = new Map<string, [K, V]>();
   readonly #deletes = new Map<string, K>();
   readonly #before = new Map<string, [K, V | undefined]>();
+  /** Before-values the caller vouched for (see insert). */
+  readonly #known = new Map<string, [K, V | undefined]>();
   #applied = false;
 
   constructor(
@@ -23,10 +25,23 @@ export class MapChange<K, V> implements Applicable {
     private readonly id: (key: K) => string,
   ) {}
 
-  upsert(key: K, value: V): void {
+  /** `before`: what the map holds now, when the caller just read it (saves a lookup at apply). */
+  upsert(key: K, value: V, before?: { value: V | undefined }): void {
     const id = this.id(key);
+    const touched = this.#upserts.has(id) || this.#deletes.has(id);
     this.#deletes.delete(id);
     this.#upserts.set(id, [key, value]);
+    if (before && !touched) this.#known.set(id, [key, before.value]);
+  }
+
+  /**
+   * Upsert a key the caller knows is absent (a fresh id, a name or key no
+   * entry holds): its rollback is a delete, with no lookup to find that out.
+   */
+  insert(key: K, value: V): void {
+    // Touched earlier in this change (deleted, then put again), its
+    // before-value is whatever the map holds: upsert then looks it up as usual.
+    this.upsert(key, value, { value: undefined });
   }
 
   delete(key: K): void {
@@ -41,7 +56,7 @@ export class MapChange<K, V> implements Applicable {
 
   /** Upserts in one batch, then deletes in one batch; remembers what was there. */
   apply(): void {
-    for (const [id, [k]] of this.#upserts) this.#before.set(id, [k, this.map.lookup(k)]);
+    for (const [id, [k]] of this.#upserts) this.#before.set(id, this.#known.get(id) ?? [k, this.map.lookup(k)]);
     for (const [id, k] of this.#deletes) this.#before.set(id, [k, this.map.lookup(k)]);
     this.#applied = true;
     if (this.#upserts.size === 1) {

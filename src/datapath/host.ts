@@ -18,10 +18,11 @@ import {
   perCpu,
   queryXdp,
   u32,
+  type Codec,
   type XdpMode,
 } from '../bpf/index.js';
 import { repoRoot } from '../bpf/native.js';
-import { metaValueCodec, type MetaValue } from './meta.js';
+import { metaValueCodec, nameKeyCodec, type MetaValue, type NameKey } from './meta.js';
 import {
   DROP_REASONS,
   EVENTS,
@@ -49,6 +50,7 @@ import {
 export const DEFAULT_PIN_ROOT = '/sys/fs/bpf/routeshift';
 export const DEFAULT_CAPACITY = 65536;
 const META_MAP = 'rs_app_meta';
+const NAMES_MAP = 'rs_app_names';
 
 export interface HostDatapathOptions {
   uplink: string;
@@ -79,6 +81,8 @@ export class HostDatapath implements Disposable {
   readonly events: BpfMap<number, Counter[]>;
   readonly config: BpfMap<number, Config>;
   readonly meta: BpfMap<number, MetaValue>;
+  /** (kind, name) → app id: the agent's name index, pinned beside the rest. */
+  readonly names: BpfMap<NameKey, number>;
   /** The uplink program, for ids in /status (and test runs). */
   readonly program: Program;
 
@@ -92,6 +96,7 @@ export class HostDatapath implements Disposable {
     readonly xdpMode: XdpMode,
     obj: BpfObject,
     meta: BpfMap<number, MetaValue>,
+    names: BpfMap<NameKey, number>,
   ) {
     this.redirect = obj.map('rs_redirect', appKeyCodec, redirectValueCodec);
     this.deliver = obj.map('rs_deliver', appKeyCodec, deliverValueCodec);
@@ -101,6 +106,7 @@ export class HostDatapath implements Disposable {
     this.config = obj.map('rs_config', u32, configCodec);
     this.program = obj.program(PROGRAMS.uplink);
     this.meta = meta;
+    this.names = names;
   }
 
   static open(opts: HostDatapathOptions): HostDatapath {
@@ -118,6 +124,7 @@ export class HostDatapath implements Disposable {
       maxEntries: { rs_redirect: capacity, rs_deliver: capacity, rs_app_stats: capacity },
     });
     let meta: BpfMap<number, MetaValue> | undefined;
+    let names: BpfMap<NameKey, number> | undefined;
     try {
       try {
         obj.load();
@@ -129,12 +136,14 @@ export class HostDatapath implements Disposable {
         }
         throw err;
       }
-      meta = openOrCreateMeta(pinDir, capacity);
-      const dp = new HostDatapath(opts.uplink, ifindex, pinDir, capacity, adopted, opts.xdpMode ?? 'native', obj, meta);
+      meta = openOrCreateUserMap(join(pinDir, META_MAP), u32, metaValueCodec, capacity);
+      names = openOrCreateUserMap(join(pinDir, NAMES_MAP), nameKeyCodec, u32, capacity);
+      const dp = new HostDatapath(opts.uplink, ifindex, pinDir, capacity, adopted, opts.xdpMode ?? 'native', obj, meta, names);
       (dp as { xdpMode: XdpMode }).xdpMode = dp.attach(opts.xdpMode ?? 'native', opts.replaceForeign ?? false);
       return dp;
     } catch (err) {
       meta?.close();
+      names?.close();
       if (!adopted) rmSync(pinDir, { recursive: true, force: true }); // leave no half-made state
       throw err;
     } finally {
@@ -182,10 +191,12 @@ export class HostDatapath implements Disposable {
     return sumAppStats(this.stats.lookup(appId) ?? []);
   }
 
-  /** Zero an application id's counters (ids are reused after delete). */
-  resetAppStats(appId: number): void {
+  /** Zero application ids' counters (ids are reused after delete), in one batched update. */
+  resetAppStats(appIds: readonly number[]): void {
+    if (!appIds.length) return;
     const zero = Object.fromEntries(STATS.map((s) => [s, { packets: 0n, bytes: 0n }])) as AppStats;
-    this.stats.update(appId, Array.from({ length: this.stats.info.possibleCpus }, () => zero));
+    const perCpuZero = Array.from({ length: this.stats.info.possibleCpus }, () => zero);
+    this.stats.updateBatch(appIds.map((id) => [id, perCpuZero] as const));
   }
 
   dropCounts(): Record<DropReason, Counter> {
@@ -207,7 +218,7 @@ export class HostDatapath implements Disposable {
   }
 
   close(): void {
-    for (const m of [this.redirect, this.deliver, this.stats, this.drops, this.events, this.config, this.meta]) m.close();
+    for (const m of [this.redirect, this.deliver, this.stats, this.drops, this.events, this.config, this.meta, this.names]) m.close();
     this.program.close();
   }
 
@@ -251,17 +262,18 @@ function programName(id: number): string {
   }
 }
 
-function openOrCreateMeta(pinDir: string, capacity: number): BpfMap<number, MetaValue> {
-  const path = join(pinDir, META_MAP);
+/** A user-space-only map pinned beside the data plane's (the agent's names). */
+function openOrCreateUserMap<K, V>(path: string, key: Codec<K>, value: Codec<V>, capacity: number): BpfMap<K, V> {
   if (existsSync(path)) {
-    const m = BpfMap.openPinned(path, u32, metaValueCodec);
+    const m = BpfMap.openPinned(path, key, value);
     if (m.info.maxEntries !== capacity) {
       m.close();
       throw new Error(`${path} holds ${m.info.maxEntries} entries, not --capacity ${capacity}`);
     }
     return m;
   }
-  const m = BpfMap.create({ type: MapType.HASH, name: META_MAP, maxEntries: capacity }, u32, metaValueCodec);
+  const name = path.slice(path.lastIndexOf('/') + 1);
+  const m = BpfMap.create({ type: MapType.HASH, name, maxEntries: capacity }, key, value);
   m.pin(path);
   return m;
 }

@@ -67,3 +67,25 @@ export const metaValueCodec: Codec<MetaValue> = {
 };
 
 export const MAX_NAME_BYTES = NAME_BYTES;
+
+/** Key of the pinned name index (rs_app_names): one name per kind. */
+export interface NameKey {
+  kind: EntryKind;
+  name: string;
+}
+
+// kind u8, name[48], pad[3]
+export const nameKeyCodec: Codec<NameKey> = {
+  size: 1 + NAME_BYTES + 3,
+  encode(value, into, offset) {
+    into.fill(0, offset, offset + this.size);
+    into.writeUInt8(KIND_CODE[value.kind], offset);
+    writeString(into, offset + 1, NAME_BYTES, value.name, 'name');
+  },
+  decode(from, offset) {
+    return {
+      kind: from.readUInt8(offset) === KIND_CODE.delivery ? 'delivery' : 'app',
+      name: readString(from, offset + 1, NAME_BYTES),
+    };
+  },
+};
