@@ -52,6 +52,10 @@ function expectedValueBytes(info: MapInfo): number {
 export class BpfMap<K, V> implements Disposable {
   readonly info: MapInfo;
   #handle: NativeMap;
+  // Encoding scratch space: the addon passes these to one synchronous
+  // syscall and keeps no reference, so one buffer per map suffices.
+  readonly #keyScratch: Buffer;
+  readonly #valueScratch: Buffer;
 
   constructor(handle: NativeMap, readonly keyCodec: Codec<K>, readonly valueCodec: Codec<V>) {
     this.#handle = handle;
@@ -65,6 +69,8 @@ export class BpfMap<K, V> implements Disposable {
           (this.info.perCpu ? ' (per-CPU map: wrap the value codec with perCpu())' : ''),
       );
     }
+    this.#keyScratch = Buffer.alloc(keyCodec.size);
+    this.#valueScratch = Buffer.alloc(valueCodec.size);
   }
 
   /** Open a map pinned in bpffs. */
@@ -206,16 +212,17 @@ export class BpfMap<K, V> implements Disposable {
     this.close();
   }
 
+  /** The key encoded into scratch space (valid until the next call on this map). */
   #key(key: K): Buffer {
-    const buf = Buffer.alloc(this.keyCodec.size);
-    this.keyCodec.encode(key, buf, 0);
-    return buf;
+    this.#keyScratch.fill(0);
+    this.keyCodec.encode(key, this.#keyScratch, 0);
+    return this.#keyScratch;
   }
 
   #value(value: V): Buffer {
-    const buf = Buffer.alloc(this.valueCodec.size);
-    this.valueCodec.encode(value, buf, 0);
-    return buf;
+    this.#valueScratch.fill(0);
+    this.valueCodec.encode(value, this.#valueScratch, 0);
+    return this.#valueScratch;
   }
 
   /** Add what the errno means for a map to the addon's message. */
