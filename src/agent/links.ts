@@ -1,7 +1,8 @@
 /**
  * What the agent needs to know about an interface on its host: index and
  * MAC of the device, and the MAC of a neighbour on it (the application).
- * Read with `ip -j`, in the agent's own network namespace.
+ * Read by syscall or from /proc in the agent's own network namespace (IPv6
+ * neighbours with `ip -j`).
  */
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -37,17 +38,32 @@ const ATF_PERM = 0x4;
  * 1,000 `ip` processes.
  */
 function arpMac(address: string, dev: string): string | undefined {
-  let table: string;
+  return arpTable().get(`${address} ${dev}`);
+}
+
+let arpCache: Map<string, string> | undefined;
+
+/**
+ * The table, read once per synchronous turn: a request (one batch of up to
+ * a million ops) is applied in one turn, so it reads /proc once, and the
+ * next request sees a fresh table.
+ */
+function arpTable(): Map<string, string> {
+  if (arpCache) return arpCache;
+  const table = new Map<string, string>();
+  let text = '';
   try {
-    table = readFileSync('/proc/thread-self/net/arp', 'utf8');
+    text = readFileSync('/proc/thread-self/net/arp', 'utf8');
   } catch {
-    return undefined;
+    /* no table: every lookup misses */
   }
-  for (const line of table.split('\n').slice(1)) {
+  for (const line of text.split('\n').slice(1)) {
     const [ip, , flags, mac, , device] = line.trim().split(/\s+/);
-    if (ip === address && device === dev && mac && mac !== '00:00:00:00:00:00' && Number(flags) & (ATF_COM | ATF_PERM)) return mac;
+    if (ip && device && mac && mac !== '00:00:00:00:00:00' && Number(flags) & (ATF_COM | ATF_PERM)) table.set(`${ip} ${device}`, mac);
   }
-  return undefined;
+  arpCache = table;
+  queueMicrotask(() => (arpCache = undefined));
+  return table;
 }
 
 /** IPv6 neighbours have no /proc table: ask iproute2. */
