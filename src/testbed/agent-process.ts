@@ -47,7 +47,8 @@ export class AgentProcess {
   }
 
   static async start(opts: AgentProcessOptions): Promise<AgentProcess> {
-    const dir = mkdtempSync(join(tmpdir(), 'rs-agent-'));
+    // A temp dir only for what the caller did not place (it is never removed).
+    const dir = opts.tokenFile && opts.logFile ? '' : mkdtempSync(join(tmpdir(), 'rs-agent-'));
     const tokenFile = opts.tokenFile ?? join(dir, 'token');
     const logFile = opts.logFile ?? join(dir, 'agent.log');
     const { openSync, closeSync } = await import('node:fs');
@@ -86,7 +87,15 @@ export class AgentProcess {
       });
       child.once('exit', (code) => {
         clearTimeout(timer);
-        reject(new Error(`agent for ${opts.netns} exited with ${code}: ${readFileSync(logFile, 'utf8').trim().split('\n').slice(-3).join(' | ')}`));
+        // This listener outlives start-up: an agent stopped later, after its log
+        // was removed, must not throw here (an uncaught error in a listener).
+        let tail = '';
+        try {
+          tail = readFileSync(logFile, 'utf8').trim().split('\n').slice(-3).join(' | ');
+        } catch {
+          /* log gone */
+        }
+        reject(new Error(`agent for ${opts.netns} exited with ${code}: ${tail}`));
       });
     });
     return new AgentProcess(child, ready.url, tokenFile, ready.adopted, logFile);
