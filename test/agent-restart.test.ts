@@ -47,7 +47,14 @@ t.test('SIGKILL and restart of both agents under a 20k pps stream loses nothing'
 
   const rx = await startUdpReceiver(xB.ns, { port: 9000, expect: COUNT, idleMs: 1500, maxMs: 45_000 });
   const sending = runUdpSender(topo.client.ns, { to: xA.addr4, port: 9000, rate: RATE, count: COUNT, maxMs: 20_000 });
-  await sleep(500);
+  // Kill only once packets are flowing through A (a busy machine may take a
+  // while to start the sender).
+  const flowing = Date.now() + 15_000;
+  for (;;) {
+    const x = (await a.request('GET', '/v1/apps/x')).json as { counters: { forward: { packets: string } } };
+    if (Number(x.counters.forward.packets) > 2000 || Date.now() > flowing) break;
+    await sleep(50);
+  }
   const killedAt = Date.now();
   await a.stop('SIGKILL');
   await sleep(200); // packets keep flowing with no agent on A

@@ -6,7 +6,7 @@
  * VXLAN) for comparison.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { repoRoot } from '../bpf/native.js';
@@ -16,6 +16,7 @@ import { DEFAULT_TIMING, type Step } from '../controller/journal.js';
 import type { MigrationEvent } from '../controller/machine.js';
 import { migrate } from '../controller/migrate.js';
 import type { DriverSpec } from '../workload/driver.js';
+import { NetnsProcessDriver } from '../workload/netns-process.js';
 import { AgentProcess } from '../testbed/agent-process.js';
 import { KernelBaseline } from '../testbed/kernel-baseline.js';
 import { Topology, type AppPlacement } from '../testbed/topology.js';
@@ -86,22 +87,35 @@ const APPS: AppPlacement[] = [
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-function streamResult(app: string, r: SendReport): StreamResult {
-  const echo = r.echo;
+/**
+ * Loss and duplicates counted where the packets arrive: over the union of
+ * the sequence numbers the app received on each host (files written by the
+ * receivers), not from the echoes, which a busy client can drop from its
+ * own socket buffer. The gap is the client's view (echoes).
+ */
+function streamResult(app: string, r: SendReport, seqFiles: readonly string[]): StreamResult {
+  const seen = seqFiles.filter((f) => existsSync(f)).map((f) => readFileSync(f));
+  let received = 0;
+  let duplicated = 0;
+  for (let seq = 0; seq < r.sent; seq++) {
+    const copies = seen.reduce((n, s) => n + (s[seq] ?? 0), 0);
+    if (copies > 0) received++;
+    if (copies > 1) duplicated += copies - 1;
+  }
   return {
     app,
     sent: r.sent,
-    received: echo?.unique ?? 0,
-    lost: echo?.lost ?? r.sent,
-    duplicated: echo?.duplicates ?? 0,
-    maxGapMs: Math.round((echo?.maxGapMs ?? 0) * 100) / 100,
+    received,
+    lost: r.sent - received,
+    duplicated,
+    maxGapMs: Math.round((r.echo?.maxGapMs ?? 0) * 100) / 100,
     senderPps: Math.round(r.ratePps),
   };
 }
 
-function echoCommand(maxMs: number): string {
+function echoCommand(maxMs: number, seqFile: string): string {
   const tool = join(repoRoot(), 'dist', 'src', 'testbed', 'udp-tool.js');
-  return `${process.execPath} ${tool} recv '${JSON.stringify({ port: PORT, echo: true, maxMs })}'`;
+  return `${process.execPath} ${tool} recv '${JSON.stringify({ port: PORT, echo: true, maxMs, seqFile })}'`;
 }
 
 /** A pps line for the terminal: per host, per app and action. */
@@ -121,6 +135,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
   writeFileSync(tokenFile, randomBytes(32).toString('hex'), { mode: 0o600 });
   const stateDir = join(work, 'state');
   const durationMs = opts.durationS * 1000;
+  const seqFile = (app: string, host: string): string => join(work, `seq-${app}-${host}.bin`);
   const count = Math.round(opts.ratePps * opts.durationS);
 
   opts.log('building the network: client, fabric, host A, host B, apps x and y (namespaces)');
@@ -132,6 +147,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
   const cleanup = async (): Promise<void> => {
     for (const e of echoes) await e.stop().catch(() => undefined);
     if (kept) return;
+    stopDriverApps(join(stateDir, 'driver'));
     for (const a of agents) await a.stop().catch(() => undefined);
     topo.destroy();
     for (const d of pinDirs) rmSync(d, { recursive: true, force: true });
@@ -149,7 +165,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
     for (const name of ['x', 'y']) {
       const app = topo.app(name, 'A');
       await clientA.putApp(name, { address: app.addr4, dev: app.hostDev });
-      echoes.push(await startUdpReceiver(app.ns, { port: PORT, echo: true, maxMs: durationMs + 60_000 }));
+      echoes.push(await startUdpReceiver(app.ns, { port: PORT, echo: true, maxMs: durationMs + 60_000, seqFile: seqFile(name, 'A') }));
     }
     opts.log(`apps x (${topo.app('x').addr4}) and y (${topo.app('y').addr4}) run on host A; their entries on A are LOCAL`);
 
@@ -178,7 +194,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
       kind: 'netns-process',
       sourceNetns: `${topo.prefix}-{app}A`,
       destNetns: `${topo.prefix}-{app}B`,
-      command: echoCommand(durationMs + 60_000),
+      command: echoCommand(durationMs + 60_000, join(work, 'seq-{app}-B.bin')),
       probe: { proto: 'udp', port: PORT, netns: `${topo.prefix}-{app}B`, timeoutMs: 200 },
       stateDir: join(stateDir, 'driver'),
     };
@@ -215,6 +231,13 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
 
     const reports = await Promise.all(streams);
     monitor.stop();
+    // The receivers write what they got when they stop: ours on A, the driver's on B.
+    for (const e of echoes.splice(0)) await e.stop().catch(() => undefined);
+    const destDriver = new NetnsProcessDriver(driver);
+    for (const name of ['x', 'y']) {
+      const app = { name, address: topo.app(name).addr4, proto: 'udp' as const, port: PORT, migrationId: 'demo' };
+      await destDriver.stop(app, { role: 'destination', agentUrl: agentB.url, index: 0 }, { log: () => undefined });
+    }
     const appsOnA = await clientA.listApps();
     const hostAEntriesAfter = {
       local: appsOnA.filter((a) => a.action.type === 'local').length,
@@ -226,12 +249,15 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
     writeFileSync(plot, renderSvg('routeshift demo: packets/s per host, app and action', monitor.samples, markers));
 
     opts.log('the same migration the kernel way: route on A flipped into a VXLAN tunnel to B');
-    const baseline = await kernelBaselineRun(opts, Math.min(opts.durationS, 6));
+    const baseline = await kernelBaselineRun(opts, Math.min(opts.durationS, 6), work);
 
     const result: DemoResult = {
       prefix: topo.prefix,
       routeshift: {
-        streams: reports.map((r, i) => streamResult(['x', 'y'][i]!, r)),
+        streams: reports.map((r, i) => {
+          const name = ['x', 'y'][i]!;
+          return streamResult(name, r, [seqFile(name, 'A'), seqFile(name, 'B')]);
+        }),
         migration: { outcome: m.outcome, totalMs: Math.round(m.totalMs), steps: steps.filter((s) => s.app === 'x') },
         drain: { outcome: d.outcome, totalMs: Math.round(d.totalMs), switchMode: d.switchMode, leftLocal: d.leftLocal },
         hostAEntriesAfter,
@@ -260,13 +286,14 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
 }
 
 /** The kernel's way, in a fresh network: x's route on A replaced by a route into VXLAN. */
-async function kernelBaselineRun(opts: DemoOptions, seconds: number): Promise<DemoResult['kernelBaseline']> {
+async function kernelBaselineRun(opts: DemoOptions, seconds: number, work: string): Promise<DemoResult['kernelBaseline']> {
   const topo = Topology.create({ apps: APPS, ipv6: false, peerXdp: 'none' });
   const echoes: UdpReceiver[] = [];
   try {
     const kb = KernelBaseline.setup(topo);
-    for (const h of ['A', 'B']) {
-      echoes.push(await startUdpReceiver(topo.app('x', h).ns, { port: PORT, echo: true, maxMs: seconds * 1000 + 30_000 }));
+    const files = ['A', 'B'].map((h) => join(work, `kseq-x-${h}.bin`));
+    for (const [i, h] of ['A', 'B'].entries()) {
+      echoes.push(await startUdpReceiver(topo.app('x', h).ns, { port: PORT, echo: true, maxMs: seconds * 1000 + 30_000, seqFile: files[i]! }));
     }
     const count = Math.round(opts.ratePps * seconds);
     const stream = runUdpSender(topo.client.ns, { to: topo.app('x').addr4, port: PORT, rate: opts.ratePps, count, maxMs: seconds * 1000 + 5000, echoWaitMs: 1000 });
@@ -276,7 +303,8 @@ async function kernelBaselineRun(opts: DemoOptions, seconds: number): Promise<De
     await sleep(300);
     topo.announce('x', 'B');
     const r = await stream;
-    return { streams: [streamResult('x', r)], switchMs: Math.round(switchMs * 10) / 10 };
+    for (const e of echoes.splice(0)) await e.stop().catch(() => undefined);
+    return { streams: [streamResult('x', r, files)], switchMs: Math.round(switchMs * 10) / 10 };
   } finally {
     for (const e of echoes) await e.stop().catch(() => undefined);
     topo.destroy();
@@ -284,3 +312,18 @@ async function kernelBaselineRun(opts: DemoOptions, seconds: number): Promise<De
 }
 
 export type { Step };
+
+/** Stop (SIGKILL) any app the driver started that is still recorded (an interrupted demo). */
+function stopDriverApps(dir: string): void {
+  for (const f of existsSync(dir) ? readdirSync(dir, { recursive: true }) : []) {
+    const file = join(dir, String(f));
+    if (!file.endsWith('.json')) continue;
+    try {
+      const rec = JSON.parse(readFileSync(file, 'utf8')) as { pid: number; startTime: string };
+      const stat = readFileSync(`/proc/${rec.pid}/stat`, 'utf8');
+      if (stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] === rec.startTime) process.kill(rec.pid, 'SIGKILL');
+    } catch {
+      /* not running */
+    }
+  }
+}

@@ -16,22 +16,29 @@ export type { Gap, RecvOptions, SendOptions, SendReport, SeqReport } from './udp
 
 const TOOL = fileURLToPath(new URL('./udp-tool.js', import.meta.url));
 
+/** Call `onLine` for every complete line a child prints on stdout. */
+export function onStdoutLines(child: ChildProcess, onLine: (line: string) => void): void {
+  let buf = '';
+  child.stdout?.setEncoding('utf8');
+  child.stdout?.on('data', (d: string) => {
+    buf += d;
+    let i: number;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      onLine(line);
+    }
+  });
+}
+
 /** Collect a child's stdout lines; resolve on exit with them. */
 function lines(child: ChildProcess, onLine?: (line: string) => void): Promise<{ lines: string[]; code: number | null; stderr: string }> {
   return new Promise((resolve, reject) => {
     const out: string[] = [];
-    let buf = '';
     let stderr = '';
-    child.stdout?.setEncoding('utf8');
-    child.stdout?.on('data', (d: string) => {
-      buf += d;
-      let i: number;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        out.push(line);
-        onLine?.(line);
-      }
+    onStdoutLines(child, (line) => {
+      out.push(line);
+      onLine?.(line);
     });
     child.stderr?.setEncoding('utf8');
     child.stderr?.on('data', (d: string) => (stderr += d));

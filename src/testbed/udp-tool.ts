@@ -13,6 +13,7 @@
  * Payload: "RSEQ" | u32 seq | u64 send time (ns since the epoch) | padding.
  */
 import { createSocket, type Socket } from 'node:dgram';
+import { writeFileSync } from 'node:fs';
 
 const MAGIC = 0x52534551; // "RSEQ"
 const HEADER = 16;
@@ -91,6 +92,11 @@ export class SeqStats {
     this.#latSum += at - Number(sentNs) / 1e6;
   }
 
+  /** One byte per sequence number up to the highest seen: 1 = received. */
+  seen(): Uint8Array {
+    return this.#seen.subarray(0, this.highest + 1);
+  }
+
   report(expected?: number): SeqReport {
     const want = expected ?? this.highest + 1;
     return {
@@ -138,6 +144,12 @@ export interface RecvOptions {
   maxMs: number;
   /** Socket receive buffer to ask for (capped by net.core.rmem_max); default 4 MiB. */
   rcvbuf?: number;
+  /**
+   * Write the received sequence numbers here on exit (one byte per seq), so
+   * loss can be counted over the union of several receivers (an app on its
+   * old and its new host).
+   */
+  seqFile?: string;
 }
 
 function recv(o: RecvOptions): void {
@@ -150,6 +162,7 @@ function recv(o: RecvOptions): void {
     done = true;
     clearTimeout(cap);
     clearTimeout(idle);
+    if (o.seqFile) writeFileSync(o.seqFile, stats.seen());
     process.stdout.write(JSON.stringify({ ...stats.report(o.expect), ended }) + '\n', () => {
       sock.close();
       process.exit(0);

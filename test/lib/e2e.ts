@@ -52,6 +52,7 @@ import type { Timing } from '../../src/controller/journal.js';
 import { AgentProcess } from '../../src/testbed/agent-process.js';
 import { uniquePrefix, type Netns } from '../../src/testbed/netns.js';
 import { Topology, type AppNode, type AppPlacement } from '../../src/testbed/topology.js';
+import { onStdoutLines } from '../../src/testbed/traffic.js';
 import { SeqStats, makePayload, parsePayload, type SeqReport } from '../../src/testbed/udp-tool.js';
 import type { DriverSpec, ProbeSpec, WorkloadApp, WorkloadHost } from '../../src/workload/driver.js';
 import { NetnsProcessDriver } from '../../src/workload/netns-process.js';
@@ -509,21 +510,13 @@ function watch<R>(child: ChildProcess, what: string): ToolProcess<R> {
   tracked.add(child);
   const lines: string[] = [];
   const waiters: { re: RegExp; resolve: (l: string) => void }[] = [];
-  let buf = '';
   let stderr = '';
-  child.stdout?.setEncoding('utf8');
-  child.stdout?.on('data', (d: string) => {
-    buf += d;
-    let i: number;
-    while ((i = buf.indexOf('\n')) >= 0) {
-      const line = buf.slice(0, i);
-      buf = buf.slice(i + 1);
-      lines.push(line);
-      for (const w of [...waiters]) {
-        if (w.re.test(line)) {
-          waiters.splice(waiters.indexOf(w), 1);
-          w.resolve(line);
-        }
+  onStdoutLines(child, (line) => {
+    lines.push(line);
+    for (const w of [...waiters]) {
+      if (w.re.test(line)) {
+        waiters.splice(waiters.indexOf(w), 1);
+        w.resolve(line);
       }
     }
   });
