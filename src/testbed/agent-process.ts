@@ -23,6 +23,19 @@ export interface AgentProcessOptions {
   readyTimeoutMs?: number;
 }
 
+/**
+ * The agent's environment: ours without a test runner's loader hooks (tap's
+ * NODE_OPTIONS imports TypeScript and process-tracking hooks into every
+ * node child, which makes a start take seconds on a loaded machine).
+ */
+function agentEnv(): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  const kept = (env.NODE_OPTIONS ?? '').split(/\s+/).filter((o) => o && !o.includes('@tapjs'));
+  if (kept.length) env.NODE_OPTIONS = kept.join(' ');
+  else delete env.NODE_OPTIONS;
+  return env;
+}
+
 // Agents started here never outlive the process that started them.
 const running = new Set<ChildProcess>();
 process.on('exit', () => {
@@ -65,12 +78,12 @@ export class AgentProcess {
         '--token-file', tokenFile,
         ...(opts.args ?? []),
       ],
-      { stdio: ['ignore', 'pipe', logFd] },
+      { stdio: ['ignore', 'pipe', logFd], env: agentEnv() },
     );
     closeSync(logFd);
     running.add(child);
     child.once('exit', () => running.delete(child));
-    const timeout = opts.readyTimeoutMs ?? 15_000;
+    const timeout = opts.readyTimeoutMs ?? 30_000;
     const ready = await new Promise<{ url: string; adopted: boolean }>((resolve, reject) => {
       const timer = setTimeout(() => {
         child.kill('SIGKILL');
