@@ -4,7 +4,7 @@
  * host's namespace), wait until it is ready, and stop it.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -36,10 +36,14 @@ function agentEnv(): NodeJS.ProcessEnv {
   return env;
 }
 
-// Agents started here never outlive the process that started them.
+// Agents started here never outlive the process that started them, nor do
+// the temp dirs made for their token and log (kept until exit: a restarted
+// agent may reuse the token, a failed test's log is read until then).
 const running = new Set<ChildProcess>();
+const tempDirs = new Set<string>();
 process.on('exit', () => {
   for (const c of running) c.kill('SIGKILL');
+  for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
 });
 
 export class AgentProcess {
@@ -62,6 +66,7 @@ export class AgentProcess {
   static async start(opts: AgentProcessOptions): Promise<AgentProcess> {
     // A temp dir only for what the caller did not place (it is never removed).
     const dir = opts.tokenFile && opts.logFile ? '' : mkdtempSync(join(tmpdir(), 'rs-agent-'));
+    if (dir) tempDirs.add(dir);
     const tokenFile = opts.tokenFile ?? join(dir, 'token');
     const logFile = opts.logFile ?? join(dir, 'agent.log');
     const { openSync, closeSync } = await import('node:fs');
