@@ -5,18 +5,9 @@
  */
 import { closeSync, mkdirSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
+import { pidRunning } from '../workload/process.js';
 
 export const LOCK_DIR = '/run/routeshift';
-
-/** Alive and not a zombie (a SIGKILLed owner may linger unreaped). */
-export function pidAlive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
-  }
-}
 
 export class PidLock {
   private constructor(readonly path: string) {}
@@ -40,7 +31,7 @@ export class PidLock {
       } catch {
         continue; // released between our open and read: try again
       }
-      if (Number.isInteger(holder) && holder > 0 && pidAlive(holder) && holder !== process.pid) {
+      if (Number.isInteger(holder) && holder > 0 && pidRunning(holder) && holder !== process.pid) {
         throw new Error(`${what} is already owned by process ${holder} (lock ${path})`);
       }
       unlinkSync(path); // stale: its owner is gone

@@ -7,7 +7,7 @@
  * that had (partly) happened before it died, and that must be harmless.
  */
 import { isIP } from 'node:net';
-import { type AgentApi, type App, AgentRefusedError } from './agent-client.js';
+import { type AgentApi, type App, type DeliverySpec, AgentRefusedError } from './agent-client.js';
 import type { AnnounceHook, Announcement } from './announce.js';
 import type { Facts, PlanRecord, Timing } from './journal.js';
 import type { DriverContext, WorkloadApp, WorkloadDriver, WorkloadHost } from '../workload/driver.js';
@@ -93,16 +93,21 @@ export async function stopOnDestination(ctx: StepContext): Promise<void> {
   await ctx.driver.stop(workloadApp(ctx), destHost(ctx), driverCtx(ctx));
 }
 
-/** 3 DELIVER: the destination hands tunnelled packets for the app to its interface there. */
-export async function deliver(ctx: StepContext): Promise<void> {
+/** The app's address on the destination host: same key as on the source, the destination's interface. */
+function destinationEntry(ctx: StepContext): DeliverySpec {
   const o = original(ctx);
-  await ctx.dest.putDelivery(o.name, {
+  return {
     address: o.address,
     proto: o.proto,
     port: o.port,
     dev: ctx.plan.destDev,
     ...(ctx.plan.destMac ? { mac: ctx.plan.destMac } : {}),
-  });
+  };
+}
+
+/** 3 DELIVER: the destination hands tunnelled packets for the app to its interface there. */
+export async function deliver(ctx: StepContext): Promise<void> {
+  await ctx.dest.putDelivery(original(ctx).name, destinationEntry(ctx));
 }
 
 /** undo DELIVER. */
@@ -153,15 +158,7 @@ export async function stopOnSource(ctx: StepContext): Promise<void> {
 
 /** The destination's own redirect entry: LOCAL to the app's interface there. */
 export async function claimOnDestination(ctx: StepContext): Promise<void> {
-  const o = original(ctx);
-  await ctx.dest.putApp(o.name, {
-    address: o.address,
-    proto: o.proto,
-    port: o.port,
-    dev: ctx.plan.destDev,
-    ...(ctx.plan.destMac ? { mac: ctx.plan.destMac } : {}),
-    action: { type: 'local' },
-  });
+  await ctx.dest.putApp(original(ctx).name, { ...destinationEntry(ctx), action: { type: 'local' } });
 }
 
 export function announcement(ctx: StepContext): Announcement {

@@ -6,7 +6,7 @@
  * VXLAN) for comparison.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { repoRoot } from '../bpf/native.js';
@@ -16,7 +16,7 @@ import { DEFAULT_TIMING, type Step } from '../controller/journal.js';
 import type { MigrationEvent } from '../controller/machine.js';
 import { migrate } from '../controller/migrate.js';
 import type { DriverSpec } from '../workload/driver.js';
-import { NetnsProcessDriver } from '../workload/netns-process.js';
+import { NetnsProcessDriver, killRecordedApps } from '../workload/netns-process.js';
 import { AgentProcess } from '../testbed/agent-process.js';
 import { KernelBaseline } from '../testbed/kernel-baseline.js';
 import { Topology, type AppPlacement } from '../testbed/topology.js';
@@ -147,7 +147,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoResult> {
   const cleanup = async (): Promise<void> => {
     for (const e of echoes) await e.stop().catch(() => undefined);
     if (kept) return;
-    stopDriverApps(join(stateDir, 'driver'));
+    killRecordedApps(join(stateDir, 'driver'));
     for (const a of agents) await a.stop().catch(() => undefined);
     topo.destroy();
     for (const d of pinDirs) rmSync(d, { recursive: true, force: true });
@@ -312,18 +312,3 @@ async function kernelBaselineRun(opts: DemoOptions, seconds: number, work: strin
 }
 
 export type { Step };
-
-/** Stop (SIGKILL) any app the driver started that is still recorded (an interrupted demo). */
-function stopDriverApps(dir: string): void {
-  for (const f of existsSync(dir) ? readdirSync(dir, { recursive: true }) : []) {
-    const file = join(dir, String(f));
-    if (!file.endsWith('.json')) continue;
-    try {
-      const rec = JSON.parse(readFileSync(file, 'utf8')) as { pid: number; startTime: string };
-      const stat = readFileSync(`/proc/${rec.pid}/stat`, 'utf8');
-      if (stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] === rec.startTime) process.kill(rec.pid, 'SIGKILL');
-    } catch {
-      /* not running */
-    }
-  }
-}

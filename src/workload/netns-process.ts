@@ -17,7 +17,7 @@
  * fails at once instead of waiting for its timeout.
  */
 import { spawn } from 'node:child_process';
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import type { DriverContext, ProbeSpec, WorkloadApp, WorkloadDriver, WorkloadHost } from './driver.js';
 import { identify, isAlive, terminate, type ProcessIdentity } from './process.js';
@@ -41,6 +41,24 @@ interface ProcessRecord extends ProcessIdentity {
 }
 
 const NETNS_RE = /^[A-Za-z0-9_.-]{1,64}$/;
+
+/**
+ * SIGKILL every process a netns-process driver with this state dir has
+ * recorded and that is still that exact process (pid and start time): for
+ * cleanup after an interrupted run, when no migration will stop them.
+ */
+export function killRecordedApps(stateDir: string): void {
+  const dir = join(stateDir, 'workload');
+  for (const f of existsSync(dir) ? readdirSync(dir) : []) {
+    if (!f.endsWith('.json')) continue;
+    try {
+      const rec = JSON.parse(readFileSync(join(dir, f), 'utf8')) as ProcessIdentity;
+      if (isAlive(rec)) process.kill(rec.pid, 'SIGKILL');
+    } catch {
+      /* unreadable record, or the process just ended */
+    }
+  }
+}
 
 export class NetnsProcessDriver implements WorkloadDriver {
   readonly kind = 'netns-process';

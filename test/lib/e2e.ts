@@ -39,7 +39,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -55,7 +55,7 @@ import { Topology, type AppNode, type AppPlacement } from '../../src/testbed/top
 import { onStdoutLines } from '../../src/testbed/traffic.js';
 import { SeqStats, makePayload, parsePayload, type SeqReport } from '../../src/testbed/udp-tool.js';
 import type { DriverSpec, ProbeSpec, WorkloadApp, WorkloadHost } from '../../src/workload/driver.js';
-import { NetnsProcessDriver } from '../../src/workload/netns-process.js';
+import { NetnsProcessDriver, killRecordedApps } from '../../src/workload/netns-process.js';
 
 export const CLI = join(repoRoot(), 'dist', 'src', 'cli', 'main.js');
 const SELF = fileURLToPath(import.meta.url);
@@ -795,37 +795,13 @@ export class Bed {
     // Wait for the agents to be gone before their log directory is removed.
     await Promise.all(Object.values(this.agents).map((a) => a.stop('SIGKILL', 2000).catch(() => undefined)));
     // Apps the netns-process driver started (recorded under the state dir): stop exactly those PIDs.
-    stopRecordedApps(this.stateDir);
+    killRecordedApps(this.stateDir);
     this.topo.destroy();
     for (const h of Object.keys(this.topo.hosts)) rmSync(this.pinDir(h), { recursive: true, force: true });
     rmSync(this.dir, { recursive: true, force: true });
   }
 }
 
-/** SIGKILL every process recorded by the netns-process driver in this state dir (identity-checked). */
-export function stopRecordedApps(stateDir: string): void {
-  const dir = join(stateDir, 'workload');
-  let names: string[] = [];
-  try {
-    names = readdirSyncSafe(dir).filter((n) => n.endsWith('.json'));
-  } catch {
-    return;
-  }
-  for (const n of names) {
-    try {
-      const rec = JSON.parse(readFileSync(join(dir, n), 'utf8')) as { pid: number; startTime: string };
-      const stat = readFileSync(`/proc/${rec.pid}/stat`, 'utf8');
-      const start = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
-      if (start === rec.startTime) process.kill(rec.pid, 'SIGKILL');
-    } catch {
-      /* not running */
-    }
-  }
-}
-
-function readdirSyncSafe(dir: string): string[] {
-  return existsSync(dir) ? readdirSync(dir) : [];
-}
 
 // ---------------------------------------------------------- diagnosis --
 
