@@ -98,10 +98,11 @@ export function ppsObjectPath(): string {
 }
 
 /** Resident set of a process from /proc/PID/status, bytes by kind. */
-export function rssOf(pid: number): { rss: number; anon: number; file: number; shmem: number } {
+/** Resident memory of a process, and its peak (VmHWM), in bytes. */
+export function rssOf(pid: number): { rss: number; anon: number; file: number; shmem: number; peak: number } {
   const s = readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = (k: string): number => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(s)?.[1] ?? NaN) * 1024;
-  return { rss: kb('VmRSS'), anon: kb('RssAnon'), file: kb('RssFile'), shmem: kb('RssShmem') };
+  return { rss: kb('VmRSS'), anon: kb('RssAnon'), file: kb('RssFile'), shmem: kb('RssShmem'), peak: kb('VmHWM') };
 }
 
 export const fmtMs = (ms: number): string => (ms >= 100 ? ms.toFixed(0) : ms.toFixed(2));

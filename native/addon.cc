@@ -4,6 +4,7 @@
 #include <net/if.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <malloc.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -58,6 +59,13 @@ Napi::Value IfHwAddr(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), buf);
 }
 
+// trimMemory() -> true if malloc gave memory back to the kernel. The heap of
+// a long-lived agent is fragmented by a large request's short-lived native
+// buffers; malloc_trim returns the free pages inside it (glibc).
+Napi::Value TrimMemory(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), malloc_trim(0) != 0);
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   rs::InstallLibbpfPrint();
   exports.Set("ObjectHandle", rs::ObjectHandle::Init(env));
@@ -68,6 +76,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("ifHwAddr", Napi::Function::New(env, IfHwAddr));
   exports.Set("ifNameToIndex", Napi::Function::New(env, IfNameToIndex));
   exports.Set("libbpfVersion", Napi::Function::New(env, LibbpfVersion));
+  exports.Set("trimMemory", Napi::Function::New(env, TrimMemory));
   return exports;
 }
 

@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh >&2
-exec node dist/src/cli/main.js "$@"
+# the agent runs with a capped young generation (src/agent/memory.ts AGENT_NODE_FLAGS)
+exec node --max-semi-space-size=2 dist/src/cli/main.js "$@"

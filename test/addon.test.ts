@@ -24,6 +24,7 @@ import {
   u32,
   u64,
 } from '../src/bpf/index.js';
+import { addon } from '../src/bpf/native.js';
 import { Netns, uniquePrefix, veth } from '../src/testbed/netns.js';
 
 const OBJ = join(process.cwd(), 'bpf/test/addon_test.o');
@@ -119,6 +120,21 @@ t.test('per-CPU values: one per possible CPU, each padded to 8 bytes', async (t)
   t.same(new Map(m.entries()).get(7), values);
   t.throws(() => m.update(8, [1]), RangeError, 'wrong number of per-CPU values is refused before the syscall');
   t.throws(() => obj.map('t_percpu_hash', u32, u32), /per-CPU map: wrap the value codec with perCpu/);
+});
+
+t.test('lookups decode out of scratch space: returned values never alias each other', async (t) => {
+  using obj = BpfObject.load(OBJ);
+  using raw = obj.map('t_hash', rawBytes(4), rawBytes(8));
+  const key = (n: number): Buffer => Buffer.from([n, 0, 0, 0]);
+  raw.update(key(1), Buffer.alloc(8, 0xaa));
+  raw.update(key(2), Buffer.alloc(8, 0xbb));
+  const a = raw.lookup(key(1));
+  const b = raw.lookup(key(2));
+  t.same(a, Buffer.alloc(8, 0xaa), 'the first value is intact after a second lookup');
+  t.same(b, Buffer.alloc(8, 0xbb));
+  t.equal(raw.lookup(key(3)), undefined, 'an absent key after a hit is still absent');
+  t.same(raw.lookup(key(1)), Buffer.alloc(8, 0xaa));
+  t.equal(typeof addon().trimMemory(), 'boolean', 'malloc_trim is reachable (the agent calls it after large batches)');
 });
 
 t.test('wrong-size keys and values are refused in TypeScript before any syscall', async (t) => {

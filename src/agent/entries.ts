@@ -17,10 +17,11 @@ import { ConflictError, FieldError, NotFoundError } from './errors.js';
 import { systemLinks, type LinkInfo, type LinkResolver } from './links.js';
 import { MapChange, type Applicable } from './txn.js';
 import {
+  batchOps,
   keyString,
   parseAction,
   parseAppBody,
-  parseBatchBody,
+  parseBatchOp,
   parseDeliveryBody,
   parseName,
   type ActionSpec,
@@ -94,7 +95,17 @@ function counter(c: { packets: bigint; bytes: bigint }): CounterView {
 }
 
 const nameId = (kind: EntryKind, name: string): string => `${kind}:${name}`;
-const keyId = (kind: EntryKind, key: AppKey): string => `${kind}:${keyString(key)}`;
+
+/** A request's ops, taken one at a time (a batch parses each as it is staged). */
+interface OpSource {
+  readonly length: number;
+  at(i: number): BatchOp;
+}
+
+const one = (...ops: BatchOp[]): OpSource => ({ length: ops.length, at: (i) => ops[i]! });
+
+/** Per-entry "entry changed" log lines a request writes; the rest are counted. */
+const LOGGED_CHANGES = 1000;
 
 /**
  * Reads of the committed state, straight from the maps, plus the little the
@@ -168,7 +179,7 @@ export class EntryStore {
     this.#links = links;
     const settle = this.#adopt();
     // maps pinned by an older agent may lack port flags / placeholders: settle those addresses
-    this.#commit([], 'startup', settle);
+    this.#commit(one(), 'startup', settle);
   }
 
   /**
@@ -276,44 +287,48 @@ export class EntryStore {
     const n = parseName(name);
     const spec = parseAppBody(body);
     const created = !this.#catalog.entry('app', n);
-    this.#commit([{ op: 'put-app', name: n, spec }], who);
+    this.#commit(one({ op: 'put-app', name: n, spec }), who);
     return { app: this.getApp(n), created };
   }
 
   setAction(name: unknown, body: unknown, who: Source): AppView {
     const n = parseName(name);
-    this.#commit([{ op: 'set-action', name: n, action: parseAction(body, 'body') }], who);
+    this.#commit(one({ op: 'set-action', name: n, action: parseAction(body, 'body') }), who);
     return this.getApp(n);
   }
 
   deleteApp(name: unknown, who: Source): void {
-    this.#commit([{ op: 'delete-app', name: parseName(name) }], who);
+    this.#commit(one({ op: 'delete-app', name: parseName(name) }), who);
   }
 
   putDelivery(name: unknown, body: unknown, who: Source): { delivery: DeliveryView; created: boolean } {
     const n = parseName(name);
     const spec = parseDeliveryBody(body);
     const created = !this.#catalog.entry('delivery', n);
-    this.#commit([{ op: 'put-delivery', name: n, spec }], who);
+    this.#commit(one({ op: 'put-delivery', name: n, spec }), who);
     return { delivery: this.getDelivery(n), created };
   }
 
   deleteDelivery(name: unknown, who: Source): void {
-    this.#commit([{ op: 'delete-delivery', name: parseName(name) }], who);
+    this.#commit(one({ op: 'delete-delivery', name: parseName(name) }), who);
   }
 
-  /** Many changes, validated first, applied with batched map updates, all or nothing. */
+  /**
+   * Many changes, all validated and staged before any is applied, then
+   * applied with batched map updates, all or nothing. Ops are parsed one at
+   * a time as they are staged: a drain of 100k ops keeps no second copy.
+   */
   batch(body: unknown, who: Source): number {
-    const ops = parseBatchBody(body);
-    this.#commit(ops, who);
+    const ops = batchOps(body);
+    this.#commit({ length: ops.length, at: (i) => parseBatchOp(ops[i], i) }, who);
     return ops.length;
   }
 
   // -------------------------------------------------------- the path --
 
-  #commit(ops: readonly BatchOp[], who: Source, settle: readonly string[] = []): void {
+  #commit(ops: OpSource, who: Source, settle: readonly string[] = []): void {
     const plan = new Plan(this.dp, this.#catalog, this.#links);
-    ops.forEach((op, i) => plan.stage(op, ops.length > 1 ? `ops[${i}]` : ''));
+    for (let i = 0; i < ops.length; i++) plan.stage(ops.at(i), ops.length > 1 ? `ops[${i}]` : '');
     for (const address of settle) plan.touch(address);
     const changes = plan.changes();
     if (changes.every((c) => c.size === 0)) return; // idempotent: nothing differs
@@ -331,10 +346,11 @@ export class EntryStore {
     }
     plan.publish();
     this.dp.resetAppStats(plan.resetStats);
-    for (const r of plan.results.slice(0, 1000)) {
+    for (const r of plan.results) {
       this.log.info({ who, op: r.op, name: r.name, before: r.before ?? null, after: r.after ?? null }, 'entry changed');
     }
-    if (plan.results.length > 1000) this.log.info({ who, more: plan.results.length - 1000 }, 'entry changes not logged one by one');
+    const more = plan.changed - plan.results.length;
+    if (more > 0) this.log.info({ who, more }, 'entry changes not logged one by one');
     if (plan.settled) this.log.info({ who, addresses: plan.settled }, 'whole-address port flags / placeholders updated');
   }
 }
@@ -346,26 +362,32 @@ interface StagedResult {
   after: RedirectValue | DeliverValue | undefined;
 }
 
+type ByKind<T> = Record<EntryKind, T>;
+
 /**
  * The staged effect of one request: an overlay on the catalog, so ops
  * within one batch see each other while nothing committed is touched until
  * every op has been validated; then the map changes to apply.
+ *
+ * A drain stages one op per application, so per op this keeps only what
+ * later ops or the apply need: the entry by name, the key's owner, and one
+ * record in each map change.
  */
 class Plan {
+  /** The first changes, for the log (the rest are counted in `changed`). */
   readonly results: StagedResult[] = [];
+  changed = 0;
   readonly resetStats: number[] = [];
-  /** Staged entries by kind and name (null = deleted by this plan). */
-  readonly #entries = new Map<string, Entry | null>();
-  /** Staged key owners by kind and key (null = freed by this plan). */
-  readonly #owners = new Map<string, string | null>();
+  /** Staged entries by name (null = deleted by this plan). */
+  readonly #entries: ByKind<Map<string, Entry | null>> = { app: new Map(), delivery: new Map() };
+  /** Staged key owners by keyString (null = freed by this plan). */
+  readonly #owners: ByKind<Map<string, string | null>> = { app: new Map(), delivery: new Map() };
   readonly #idsTaken = new Set<number>();
   readonly #idsFreed = new Set<number>();
   readonly #portKeys = new Map<string, number>();
   readonly #countDelta = { apps: 0, deliveries: 0 };
   /** Addresses whose whole-address flag/placeholder must be settled. */
   readonly #touched = new Set<string>();
-  /** What this plan writes to rs_redirect, by key (null = delete). */
-  readonly #staged = new Map<string, RedirectValue | null>();
   readonly #links = new Map<string, LinkInfo>();
   #settled = false;
   /** How many whole-address entries settling changed (for the log). */
@@ -384,21 +406,21 @@ class Plan {
     this.#nextId = catalog.idHint;
     this.#redirect = new MapChange(dp.redirect, keyString);
     this.#deliver = new MapChange(dp.deliver, keyString);
-    this.#meta = new MapChange(dp.meta, String);
+    this.#meta = new MapChange(dp.meta, (id) => id);
     this.#names = new MapChange(dp.names, (k) => nameId(k.kind, k.name));
   }
 
   // --------------------------------------------------- overlay reads --
 
   #entry(kind: EntryKind, name: string): Entry | undefined {
-    const id = nameId(kind, name);
-    if (this.#entries.has(id)) return this.#entries.get(id) ?? undefined;
+    const staged = this.#entries[kind].get(name);
+    if (staged !== undefined) return staged ?? undefined;
     return this.catalog.entry(kind, name);
   }
 
-  #owner(kind: EntryKind, key: AppKey): string | undefined {
-    const id = keyId(kind, key);
-    if (this.#owners.has(id)) return this.#owners.get(id) ?? undefined;
+  #owner(kind: EntryKind, key: AppKey, ks: string): string | undefined {
+    const staged = this.#owners[kind].get(ks);
+    if (staged !== undefined) return staged ?? undefined;
     return this.catalog.owner(kind, key);
   }
 
@@ -432,6 +454,10 @@ class Plan {
     return l;
   }
 
+  #record(r: StagedResult): void {
+    if (this.changed++ < LOGGED_CHANGES) this.results.push(r);
+  }
+
   // ------------------------------------------------------------ stage --
 
   /** Names first, then the data plane. */
@@ -461,10 +487,9 @@ class Plan {
   }
 
   /** `before`: what the map holds for the key, when already read (or known absent). */
-  #stageRedirect(key: AppKey, value: RedirectValue | null, before?: { value: RedirectValue | undefined }): void {
-    if (value) this.#redirect.upsert(key, value, before);
-    else this.#redirect.delete(key);
-    this.#staged.set(keyString(key), value);
+  #stageRedirect(key: AppKey, value: RedirectValue | null, ks: string, before?: { value: RedirectValue | undefined }): void {
+    if (value) this.#redirect.upsert(key, value, before, ks);
+    else this.#redirect.delete(key, ks);
   }
 
   /**
@@ -483,19 +508,30 @@ class Plan {
       const key = wholeKey(address);
       const ks = keyString(key);
       const ports = this.#portCount(address) > 0;
-      const current = this.#staged.has(ks) ? this.#staged.get(ks)! : (this.dp.redirect.lookup(key) ?? null);
+      const staged = this.#redirect.staged(ks);
+      const current = staged ? (staged.value ?? null) : (this.dp.redirect.lookup(key) ?? null);
       let want: RedirectValue | null;
-      if (this.#owner('app', key) !== undefined) {
+      if (this.#owner('app', key, ks) !== undefined) {
         if (!current || current.action === 'ports-only') continue; // staged by the op itself; cannot happen
         want = withPorts(current, ports);
       } else {
         want = ports ? PORTS_ONLY : null;
       }
       if (!sameJson(current, want)) {
-        this.#stageRedirect(key, want);
+        this.#stageRedirect(key, want, ks);
         this.settled++;
       }
     }
+  }
+
+  /**
+   * Whole-address entries depend on the address's port entries: settle the
+   * address when a port entry comes or goes, or when its whole-address
+   * entry goes while port entries remain (a placeholder takes its place).
+   * Whole-address puts carry the flag the count gives when they are staged.
+   */
+  #touchIfPortsMatter(key: AppKey, deleting: boolean): void {
+    if (isPortKey(key) || (deleting && this.#portCount(key.address) > 0)) this.touch(key.address);
   }
 
   stage(op: BatchOp, field: string): void {
@@ -517,26 +553,28 @@ class Plan {
         const kind: EntryKind = op.op === 'delete-app' ? 'app' : 'delivery';
         const e = this.#entry(kind, op.name);
         if (!e) throw new NotFoundError(`${field ? `${field}: ` : ''}no ${kind} named ${JSON.stringify(op.name)}`);
-        const before = kind === 'app' ? this.dp.redirect.lookup(e.meta.key) : this.dp.deliver.lookup(e.meta.key);
+        const { key } = e.meta;
+        const ks = keyString(key);
+        const before = kind === 'app' ? this.#redirect.staged(ks) ?? { value: this.dp.redirect.lookup(key) } : this.#deliver.staged(ks) ?? { value: this.dp.deliver.lookup(key) };
         if (kind === 'app') {
-          this.#stageRedirect(e.meta.key, null);
-          if (isPortKey(e.meta.key)) this.#countPortKey(e.meta.key.address, -1);
-          this.touch(e.meta.key.address);
+          this.#stageRedirect(key, null, ks);
+          if (isPortKey(key)) this.#countPortKey(key.address, -1);
+          this.#touchIfPortsMatter(key, true);
           this.#countDelta.apps--;
         } else {
-          this.#deliver.delete(e.meta.key);
+          this.#deliver.delete(key, ks);
           this.#countDelta.deliveries--;
         }
         this.#meta.delete(e.appId);
         this.#names.delete({ kind, name: op.name });
-        this.#entries.set(nameId(kind, op.name), null);
-        this.#owners.set(keyId(kind, e.meta.key), null);
+        this.#entries[kind].set(op.name, null);
+        this.#owners[kind].set(ks, null);
         if (this.#idsTaken.delete(e.appId)) {
           // created and deleted within this plan: the id was never committed
         } else {
           this.#idsFreed.add(e.appId);
         }
-        this.results.push({ op: op.op, name: op.name, before, after: undefined });
+        this.#record({ op: op.op, name: op.name, before: before.value, after: undefined });
         return;
       }
     }
@@ -552,7 +590,7 @@ class Plan {
   ): void {
     const existing = known ?? this.#entry(kind, name);
     const ks = keyString(spec.key);
-    const owner = known ? name : this.#owner(kind, spec.key);
+    const owner = known ? name : this.#owner(kind, spec.key, ks);
     if (owner !== undefined && owner !== name) {
       throw new ConflictError(`${f('address')}: ${ks} already belongs to ${kind} ${JSON.stringify(owner)}`);
     }
@@ -582,16 +620,14 @@ class Plan {
       } else {
         value = withPorts(value as RedirectValue, this.#portCount(spec.key.address) > 0);
       }
-      this.touch(spec.key.address);
+      this.#touchIfPortsMatter(spec.key, false);
     }
-    const staged = kind === 'app' ? this.#staged.get(ks) : undefined;
-    const before = existing
-      ? staged !== undefined
-        ? (staged ?? undefined)
-        : kind === 'app'
-          ? this.dp.redirect.lookup(spec.key)
-          : this.dp.deliver.lookup(spec.key)
-      : undefined;
+    const change = kind === 'app' ? this.#redirect : this.#deliver;
+    const staged = change.staged(ks);
+    // What the map holds for the key now (as this plan sees it): read once, and handed
+    // to the map change so apply needs no second lookup. No owner does not mean no value
+    // for an app key: a ports-only placeholder may hold it.
+    const before = staged ? staged.value : existing || kind === 'app' ? change.map.lookup(spec.key) : undefined;
     if (!existing) this.#meta.insert(appId, meta);
     else if (!sameJson(existing.meta, meta)) this.#meta.upsert(appId, meta);
     if (!existing) {
@@ -600,17 +636,14 @@ class Plan {
       if (kind === 'app') this.#countDelta.apps++;
       else this.#countDelta.deliveries++;
     }
+    const shownBefore = existing ? before : undefined;
     if (!sameJson(before, value)) {
-      // The before-value was just read (or is known absent): apply needs no second lookup.
-      const was = { value: before };
-      // (No owner does not mean no value for an app key: a ports-only placeholder may hold it.)
-      if (kind === 'app') this.#stageRedirect(spec.key, value as RedirectValue, existing && staged === undefined ? (was as { value: RedirectValue | undefined }) : undefined);
-      else this.#deliver.upsert(spec.key, value as DeliverValue, owner === undefined ? { value: undefined } : existing ? (was as { value: DeliverValue | undefined }) : undefined);
+      (change as MapChange<AppKey, RedirectValue | DeliverValue>).upsert(spec.key, value, { value: before }, ks);
     }
-    this.#entries.set(nameId(kind, name), { appId, meta });
-    this.#owners.set(keyId(kind, spec.key), name);
-    if (!existing || !sameJson(before, value) || !sameJson(existing.meta, meta)) {
-      this.results.push({ op: kind === 'app' ? 'put-app' : 'put-delivery', name, before, after: value });
+    this.#entries[kind].set(name, { appId, meta });
+    this.#owners[kind].set(ks, name);
+    if (!existing || !sameJson(shownBefore, value) || !sameJson(existing.meta, meta)) {
+      this.#record({ op: kind === 'app' ? 'put-app' : 'put-delivery', name, before: shownBefore, after: value });
     }
   }
 }

@@ -6,6 +6,7 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import type { Logger } from 'pino';
 import { isApiError } from './errors.js';
 import type { EntryStore } from './entries.js';
+import { RELEASE_AFTER_OPS, scheduleRelease } from './memory.js';
 import type { AgentMetrics } from './metrics.js';
 import { bearerMatches } from './token.js';
 
@@ -83,6 +84,16 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
     return reply.code(204).send();
   });
 
-  app.post('/v1/batch', async (req) => ({ applied: store.batch(req.body, 'api') }));
+  // A large batch leaves its body and staging behind as garbage: hand the
+  // memory back once fastify is done with the request (memory.ts).
+  const large = new WeakSet<FastifyRequest>();
+  app.addHook('onResponse', async (req) => {
+    if (large.has(req)) scheduleRelease();
+  });
+  app.post('/v1/batch', async (req) => {
+    const applied = store.batch(req.body, 'api');
+    if (applied >= RELEASE_AFTER_OPS) large.add(req);
+    return { applied };
+  });
   return app;
 }

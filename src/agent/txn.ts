@@ -2,6 +2,10 @@
  * A change to one BPF map, applied with batched syscalls and undone
  * exactly if a later step of the same request fails, so a request never
  * leaves half-applied state.
+ *
+ * A drain stages a change per application, so one record per touched key
+ * is all this keeps: the key, what to write (or delete), and what the map
+ * held before the request when that is already known.
  */
 import type { BpfMap } from '../bpf/index.js';
 
@@ -12,72 +16,94 @@ export interface Applicable {
   rollback(): string[];
 }
 
+/** A record's before-value has not been read yet (apply reads it). */
+const UNREAD = Symbol('unread');
+
+interface Pending<K, V> {
+  key: K;
+  /** undefined: delete the key. */
+  value: V | undefined;
+  /** What the map held before this request (undefined: absent). */
+  before: V | undefined | typeof UNREAD;
+}
+
+/** How a change names a key in its index (numbers for numeric keys: no string per entry). */
+export type KeyId = string | number;
+
 export class MapChange<K, V> implements Applicable {
-  readonly #upserts = new Map<string, [K, V]>();
-  readonly #deletes = new Map<string, K>();
-  readonly #before = new Map<string, [K, V | undefined]>();
-  /** Before-values the caller vouched for (see insert). */
-  readonly #known = new Map<string, [K, V | undefined]>();
+  readonly #pending = new Map<KeyId, Pending<K, V>>();
   #applied = false;
 
   constructor(
     readonly map: BpfMap<K, V>,
-    private readonly id: (key: K) => string,
+    private readonly id: (key: K) => KeyId,
   ) {}
 
-  /** `before`: what the map holds now, when the caller just read it (saves a lookup at apply). */
-  upsert(key: K, value: V, before?: { value: V | undefined }): void {
-    const id = this.id(key);
-    const touched = this.#upserts.has(id) || this.#deletes.has(id);
-    this.#deletes.delete(id);
-    this.#upserts.set(id, [key, value]);
-    if (before && !touched) this.#known.set(id, [key, before.value]);
+  /**
+   * `before`: what the map holds now, when the caller just read it (saves a
+   * lookup at apply). Ignored when this change touched the key already: the
+   * first record's before-value is the one rollback needs.
+   */
+  upsert(key: K, value: V, before?: { value: V | undefined }, id: KeyId = this.id(key)): void {
+    const p = this.#pending.get(id);
+    if (p) {
+      p.key = key;
+      p.value = value;
+    } else {
+      this.#pending.set(id, { key, value, before: before ? before.value : UNREAD });
+    }
   }
 
   /**
    * Upsert a key the caller knows is absent (a fresh id, a name or key no
    * entry holds): its rollback is a delete, with no lookup to find that out.
+   * Touched earlier in this change (deleted, then put again), it keeps the
+   * before-value of that first touch.
    */
-  insert(key: K, value: V): void {
-    // Touched earlier in this change (deleted, then put again), its
-    // before-value is whatever the map holds: upsert then looks it up as usual.
-    this.upsert(key, value, { value: undefined });
+  insert(key: K, value: V, id: KeyId = this.id(key)): void {
+    this.upsert(key, value, { value: undefined }, id);
   }
 
-  delete(key: K): void {
-    const id = this.id(key);
-    this.#upserts.delete(id);
-    this.#deletes.set(id, key);
+  delete(key: K, id: KeyId = this.id(key)): void {
+    const p = this.#pending.get(id);
+    if (p) p.value = undefined;
+    else this.#pending.set(id, { key, value: undefined, before: UNREAD });
+  }
+
+  /** What this change writes for a key: absent when untouched, { value: undefined } when deleted. */
+  staged(id: KeyId): { value: V | undefined } | undefined {
+    const p = this.#pending.get(id);
+    return p ? { value: p.value } : undefined;
   }
 
   get size(): number {
-    return this.#upserts.size + this.#deletes.size;
+    return this.#pending.size;
   }
 
   /** Upserts in one batch, then deletes in one batch; remembers what was there. */
   apply(): void {
-    for (const [id, [k]] of this.#upserts) this.#before.set(id, this.#known.get(id) ?? [k, this.map.lookup(k)]);
-    for (const [id, k] of this.#deletes) this.#before.set(id, [k, this.map.lookup(k)]);
-    this.#applied = true;
-    if (this.#upserts.size === 1) {
-      const [[k, v]] = this.#upserts.values();
-      this.map.update(k!, v!); // one entry: a plain update, the cheapest atomic change
-    } else if (this.#upserts.size > 1) {
-      this.map.updateBatch([...this.#upserts.values()]);
+    const upserts: [K, V][] = [];
+    const deletes: K[] = [];
+    for (const p of this.#pending.values()) {
+      if (p.before === UNREAD) p.before = this.map.lookup(p.key);
+      if (p.value !== undefined) upserts.push([p.key, p.value]);
+      else if (p.before !== undefined) deletes.push(p.key);
     }
-    const present = [...this.#deletes].filter(([id]) => this.#before.get(id)?.[1] !== undefined).map(([, k]) => k);
-    if (present.length > 1) this.map.deleteBatch(present);
-    else if (present.length === 1) this.map.delete(present[0]!);
+    this.#applied = true;
+    if (upserts.length === 1) this.map.update(upserts[0]![0], upserts[0]![1]); // one entry: a plain update, the cheapest atomic change
+    else if (upserts.length > 1) this.map.updateBatch(upserts);
+    if (deletes.length === 1) this.map.delete(deletes[0]!);
+    else if (deletes.length > 1) this.map.deleteBatch(deletes);
   }
 
   /** Put back what apply() changed (best effort per entry; returns failures). */
   rollback(): string[] {
     if (!this.#applied) return [];
     const failures: string[] = [];
-    for (const [id, [k, before]] of this.#before) {
+    for (const [id, p] of this.#pending) {
       try {
-        if (before === undefined) this.map.delete(k);
-        else this.map.update(k, before);
+        if (p.before === undefined) this.map.delete(p.key);
+        else if (p.before !== UNREAD) this.map.update(p.key, p.before);
       } catch (err) {
         failures.push(`${this.map.name} ${id}: ${(err as Error).message}`);
       }

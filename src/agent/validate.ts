@@ -135,31 +135,35 @@ export type BatchOp =
 
 export const MAX_BATCH_OPS = 1_000_000;
 
-export function parseBatchBody(body: unknown): BatchOp[] {
+/** The ops array of a batch body (each op is checked by parseBatchOp). */
+export function batchOps(body: unknown): readonly unknown[] {
   const o = object(body, 'body');
   onlyKeys(o, ['ops'], '');
   if (!Array.isArray(o.ops)) throw new FieldError('ops', 'expected an array of operations');
   if (o.ops.length > MAX_BATCH_OPS) throw new FieldError('ops', `at most ${MAX_BATCH_OPS} operations per batch`);
-  return o.ops.map((raw, i): BatchOp => {
-    const f = `ops[${i}]`;
-    const op = object(raw, f);
-    const name = parseName(op.name, `${f}.name`);
-    switch (op.op) {
-      case 'put-app':
-        return { op: 'put-app', name, spec: parseAppBody(op, f, ['op', 'name']) };
-      case 'set-action':
-        onlyKeys(op, ['op', 'name', 'action'], f);
-        return { op: 'set-action', name, action: parseAction(op.action, `${f}.action`) };
-      case 'delete-app':
-      case 'delete-delivery':
-        onlyKeys(op, ['op', 'name'], f);
-        return { op: op.op, name };
-      case 'put-delivery':
-        return { op: 'put-delivery', name, spec: parseDeliveryBody(op, f, ['op', 'name']) };
-      default:
-        throw new FieldError(`${f}.op`, 'expected put-app, set-action, delete-app, put-delivery or delete-delivery');
-    }
-  });
+  return o.ops as unknown[];
+}
+
+/** Op `i` of a batch body. */
+export function parseBatchOp(raw: unknown, i: number): BatchOp {
+  const f = `ops[${i}]`;
+  const op = object(raw, f);
+  const name = parseName(op.name, `${f}.name`);
+  switch (op.op) {
+    case 'put-app':
+      return { op: 'put-app', name, spec: parseAppBody(op, f, ['op', 'name']) };
+    case 'set-action':
+      onlyKeys(op, ['op', 'name', 'action'], f);
+      return { op: 'set-action', name, action: parseAction(op.action, `${f}.action`) };
+    case 'delete-app':
+    case 'delete-delivery':
+      onlyKeys(op, ['op', 'name'], f);
+      return { op: op.op, name };
+    case 'put-delivery':
+      return { op: 'put-delivery', name, spec: parseDeliveryBody(op, f, ['op', 'name']) };
+    default:
+      throw new FieldError(`${f}.op`, 'expected put-app, set-action, delete-app, put-delivery or delete-delivery');
+  }
 }
 
 /** A key as a string, for indexes and conflict messages. */

@@ -98,8 +98,9 @@ export class BpfMap<K, V> implements Disposable {
   }
 
   lookup(key: K): V | undefined {
-    const raw = this.#handle.lookup(this.#key(key));
-    return raw === null ? undefined : this.valueCodec.decode(raw, 0);
+    // Into scratch space: codecs copy what they decode, so nothing aliases it.
+    const found = this.#handle.lookupInto(this.#key(key), this.#valueScratch);
+    return found ? this.valueCodec.decode(this.#valueScratch, 0) : undefined;
   }
 
   update(key: K, value: V, mode: UpdateMode = 'any'): void {

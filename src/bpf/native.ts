@@ -32,6 +32,8 @@ export interface NativeMap {
   readonly fd: number;
   info(): NativeMapInfo;
   lookup(key: Buffer): Buffer | null;
+  /** Writes the value into `out` (the map's value size); false when absent. */
+  lookupInto(key: Buffer, out: Buffer): boolean;
   update(key: Buffer, value: Buffer, flags: number): void;
   delete(key: Buffer): boolean;
   nextKey(key: Buffer | null): Buffer | null;
@@ -125,6 +127,8 @@ export interface NativeAddon {
   destroyTcHook(ifindex: number): void;
   possibleCpus(): number;
   libbpfVersion(): string;
+  /** glibc malloc_trim(0): give free heap pages back to the kernel. */
+  trimMemory(): boolean;
   ifNameToIndex(name: string): number;
   ifHwAddr(name: string): string;
   inNetns<T>(path: string, fn: () => T): T;

@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=2
 /**
  * routeshift command line. Each command lives in its own module under
  * src/cli/commands/ and is registered here.

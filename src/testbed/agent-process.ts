@@ -8,6 +8,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { AGENT_NODE_FLAGS } from '../agent/memory.js';
 import { repoRoot } from '../bpf/native.js';
 
 export interface AgentProcessOptions {
@@ -74,6 +75,7 @@ export class AgentProcess {
     const child = spawn(
       process.execPath,
       [
+        ...AGENT_NODE_FLAGS,
         join(repoRoot(), 'dist', 'src', 'cli', 'main.js'),
         'agent',
         '--uplink', opts.uplink ?? 'eth0',
