@@ -132,10 +132,15 @@ class Catalog {
 
   /** Name of the entry of this kind holding `key`, if any. */
   owner(kind: EntryKind, key: AppKey): string | undefined {
-    const v = kind === 'app' ? this.dp.redirect.lookup(key) : this.dp.deliver.lookup(key);
-    if (!v || ('action' in v && v.action === 'ports-only')) return undefined;
-    const meta = this.dp.meta.lookup(v.appId);
-    return meta && meta.kind === kind ? meta.name : undefined;
+    return this.holder(kind, key).owner;
+  }
+
+  /** What the map holds for `key`, and the name of the entry it belongs to (none for a placeholder). */
+  holder(kind: EntryKind, key: AppKey): { value: RedirectValue | DeliverValue | undefined; owner: string | undefined } {
+    const value = kind === 'app' ? this.dp.redirect.lookup(key) : this.dp.deliver.lookup(key);
+    if (!value || ('action' in value && value.action === 'ports-only')) return { value, owner: undefined };
+    const meta = this.dp.meta.lookup(value.appId);
+    return { value, owner: meta && meta.kind === kind ? meta.name : undefined };
   }
 
   idUsed(id: number): boolean {
@@ -590,7 +595,20 @@ class Plan {
   ): void {
     const existing = known ?? this.#entry(kind, name);
     const ks = keyString(spec.key);
-    const owner = known ? name : this.#owner(kind, spec.key, ks);
+    const change = kind === 'app' ? this.#redirect : this.#deliver;
+    const staged = change.staged(ks);
+    // Who holds the key, and what the map holds for it before this plan when that came with the answer.
+    let owner: string | undefined = known ? name : undefined;
+    let committed: { value: RedirectValue | DeliverValue | undefined } | undefined;
+    if (!known) {
+      const planned = this.#owners[kind].get(ks);
+      if (planned !== undefined) owner = planned ?? undefined;
+      else {
+        const h = this.catalog.holder(kind, spec.key);
+        owner = h.owner;
+        committed = { value: h.value };
+      }
+    }
     if (owner !== undefined && owner !== name) {
       throw new ConflictError(`${f('address')}: ${ks} already belongs to ${kind} ${JSON.stringify(owner)}`);
     }
@@ -622,12 +640,10 @@ class Plan {
       }
       this.#touchIfPortsMatter(spec.key, false);
     }
-    const change = kind === 'app' ? this.#redirect : this.#deliver;
-    const staged = change.staged(ks);
     // What the map holds for the key now (as this plan sees it): read once, and handed
     // to the map change so apply needs no second lookup. No owner does not mean no value
     // for an app key: a ports-only placeholder may hold it.
-    const before = staged ? staged.value : existing || kind === 'app' ? change.map.lookup(spec.key) : undefined;
+    const before = staged ? staged.value : committed ? committed.value : existing || kind === 'app' ? change.map.lookup(spec.key) : undefined;
     if (!existing) this.#meta.insert(appId, meta);
     else if (!sameJson(existing.meta, meta)) this.#meta.upsert(appId, meta);
     if (!existing) {

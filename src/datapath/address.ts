@@ -14,18 +14,40 @@ export interface ParsedAddress {
 
 const V4_MAPPED_PREFIX = Buffer.from([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]);
 
-function parseIPv4Parts(text: string): number[] | null {
-  const parts = text.split('.');
-  if (parts.length !== 4) return null;
-  const out: number[] = [];
-  for (const p of parts) {
-    // decimal only, no leading zeros (they read as octal elsewhere)
-    if (!/^(0|[1-9][0-9]{0,2})$/.test(p)) return null;
-    const n = Number(p);
-    if (n > 255) return null;
-    out.push(n);
+/**
+ * A dotted quad as a 32-bit number, or -1 when `text` is not one: four
+ * decimal parts 0-255 without leading zeros (they read as octal
+ * elsewhere). Character by character: a drain validates and encodes
+ * hundreds of thousands of addresses, and this allocates nothing.
+ */
+function ipv4Number(text: string): number {
+  let value = 0;
+  let part = 0;
+  let digits = 0;
+  let dots = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 46 /* . */) {
+      if (digits === 0 || dots === 3) return -1;
+      value = value * 256 + part;
+      part = 0;
+      digits = 0;
+      dots++;
+    } else if (c >= 48 && c <= 57) {
+      if (digits > 0 && part === 0) return -1; // a leading zero
+      part = part * 10 + (c - 48);
+      digits++;
+      if (part > 255) return -1;
+    } else {
+      return -1;
+    }
   }
-  return out;
+  return dots === 3 && digits > 0 ? value * 256 + part : -1;
+}
+
+function parseIPv4Parts(text: string): number[] | null {
+  const n = ipv4Number(text);
+  return n < 0 ? null : [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255];
 }
 
 /** Parse dotted-quad IPv4 into 4 bytes. */
@@ -92,6 +114,24 @@ export function parseAddress(text: string): ParsedAddress {
   return { family: isV4Mapped(bytes) ? 4 : 6, bytes };
 }
 
+/**
+ * Write an address in the data plane's 16-byte form at `offset` and return
+ * its family (parseAddress without allocating, for IPv4).
+ */
+export function writeAddress(text: string, into: Buffer, offset: number): Family {
+  const v4 = typeof text === 'string' ? ipv4Number(text) : -1;
+  if (v4 < 0) {
+    const { family, bytes } = parseAddress(text);
+    bytes.copy(into, offset);
+    return family;
+  }
+  into.fill(0, offset, offset + 10);
+  into[offset + 10] = 0xff;
+  into[offset + 11] = 0xff;
+  into.writeUInt32BE(v4, offset + 12);
+  return 4;
+}
+
 /** True if 16 bytes are an IPv4-mapped address. */
 export function isV4Mapped(bytes: Uint8Array): boolean {
   if (bytes.length !== 16) return false;
@@ -102,7 +142,7 @@ export function isV4Mapped(bytes: Uint8Array): boolean {
 /** Format 4 bytes as dotted quad. */
 export function formatIPv4(bytes: Uint8Array): string {
   if (bytes.length !== 4) throw new RangeError(`IPv4 address needs 4 bytes, got ${bytes.length}`);
-  return Array.from(bytes).join('.');
+  return `${bytes[0]}.${bytes[1]}.${bytes[2]}.${bytes[3]}`;
 }
 
 /** Format 16 bytes as IPv6 in RFC 5952 canonical form. */
@@ -139,6 +179,7 @@ export function formatAddress(bytes: Uint8Array): string {
 
 /** Canonical text of an address (e.g. 'FD00:0::1' -> 'fd00::1'). */
 export function canonicalAddress(text: string): string {
+  if (typeof text === 'string' && ipv4Number(text) >= 0) return text; // a strict dotted quad is its own canonical form
   return formatAddress(parseAddress(text).bytes);
 }
 

@@ -9,7 +9,7 @@
  * and arm64), except the key's port, which is network order like the packet.
  */
 import type { Codec } from '../bpf/codec.js';
-import { formatAddress, formatIPv4, formatIPv6, formatMac, parseAddress, parseIPv4, parseIPv6, parseMac } from './address.js';
+import { formatAddress, formatIPv4, formatIPv6, formatMac, parseAddress, parseIPv4, parseIPv6, parseMac, writeAddress } from './address.js';
 import type { Family } from './address.js';
 
 // ---------------------------------------------------------------- layout --
@@ -256,9 +256,10 @@ export function protoName(n: number): Proto {
   return n;
 }
 
-function familyOf(address: string, what: string): { family: Family; bytes: Buffer } {
+/** Write an address's 16 bytes at `offset`; returns its family. Errors name the field. */
+function putAddress(address: string, into: Buffer, offset: number, what: string): Family {
   try {
-    return parseAddress(address);
+    return writeAddress(address, into, offset);
   } catch (err) {
     throw new TypeError(`${what}: ${(err as Error).message}`);
   }
@@ -273,7 +274,6 @@ function field<S extends StructName>(s: S, name: keyof (typeof LAYOUT)[S]['field
 export const appKeyCodec: Codec<AppKey> = {
   size: LAYOUT.rs_app_key.size,
   encode(value, into, offset) {
-    const { family, bytes } = familyOf(value.address, 'application key address');
     const proto = protoNumber(value.proto);
     const port = checkUint('port', value.port, 65535);
     if (port !== 0 && !PORTED.has(proto)) {
@@ -283,10 +283,9 @@ export const appKeyCodec: Codec<AppKey> = {
     }
     const at = (name: keyof typeof LAYOUT.rs_app_key.fields): number => offset + field('rs_app_key', name);
     into.fill(0, offset, offset + this.size);
-    into.writeUInt8(family, at('family'));
+    into.writeUInt8(putAddress(value.address, into, at('addr'), 'application key address'), at('family'));
     into.writeUInt8(proto, at('proto'));
     into.writeUInt16BE(port, at('port'));
-    bytes.copy(into, at('addr'));
   },
   decode(from, offset) {
     const at = (name: keyof typeof LAYOUT.rs_app_key.fields): number => offset + field('rs_app_key', name);
@@ -315,9 +314,7 @@ export const redirectValueCodec: Codec<RedirectValue> = {
       parseMac(value.dmac).copy(into, at('dmac'));
       parseMac(value.smac).copy(into, at('smac'));
     } else {
-      const { family, bytes } = familyOf(value.tunnel, 'tunnel address');
-      into.writeUInt8(family, at('tunnel_family'));
-      bytes.copy(into, at('tunnel_dst'));
+      into.writeUInt8(putAddress(value.tunnel, into, at('tunnel_dst'), 'tunnel address'), at('tunnel_family'));
     }
   },
   decode(from, offset) {
@@ -449,7 +446,7 @@ export const nexthopCodec: Codec<NextHop> = {
     into.writeUInt8(value.family, at('family'));
     into.writeUInt8(checkUint('tos', value.tos, 255), at('tos'));
     into.writeUInt16LE(checkUint('mtu', value.mtu, 0xffff), at('mtu'));
-    if (value.dst !== null) familyOf(value.dst, 'next-hop destination').bytes.copy(into, at('dst'));
+    if (value.dst !== null) putAddress(value.dst, into, at('dst'), 'next-hop destination');
     parseMac(value.dmac).copy(into, at('dmac'));
     parseMac(value.smac).copy(into, at('smac'));
   },
