@@ -122,6 +122,30 @@ t.test('drain of 1,000 apps (driver none) completes, batched, in bounded time', 
   t.equal(a.calls.filter((x) => x.method === 'batch').length, 2, 'source: one SWITCH batch + one delete batch');
 });
 
+t.test('STOP grace periods run together from the one SWITCH, not one after another', async (t) => {
+  // 120 apps stopped 4 at a time with a 300 ms grace: one after another that is 30 graces (9 s).
+  const { a, b, connect } = hostWith(120);
+  const grace = 300;
+  const dir = stateDir(t);
+  const r = await drain({ source: a.url, destinations: [b.url], destDev: '{dev}', driver: { kind: 'none' }, announce: hook, ...fakes, timing: { ...FAST, stopGraceMs: grace, announceGraceMs: 0 }, stateDir: dir, concurrency: 4, connect });
+  t.equal(r.outcome, 'done');
+  const stops = r.apps.map((x) => x.phases.STOP ?? NaN);
+  // Every app was stopped at least one grace after the SWITCH (journal times, ms resolution).
+  const doneAt = (state: string): Map<string, number> =>
+    new Map(
+      readJournal(`${dir}/journal/${r.journal}.jsonl`)
+        .filter((x) => x.type === 'done' && (x as { state?: string }).state === state)
+        .map((x) => [(x as { app: string }).app, Date.parse((x as { at: string }).at)]),
+    );
+  const switched = doneAt('SWITCH');
+  const stopped = doneAt('STOP');
+  const shortest = Math.min(...[...stopped].map(([app, at]) => at - (switched.get(app) ?? Infinity)));
+  t.ok(shortest >= grace - 1, `every app stopped ≥ ${grace} ms after its SWITCH (shortest ${shortest} ms)`);
+  const totalStop = stops.reduce((x, y) => x + y, 0);
+  t.ok(totalStop < 4 * grace * 2, `STOP phases sum to ${totalStop.toFixed(0)} ms: about one grace per concurrent slot, not one per app`);
+  t.ok(r.totalMs < 10 * grace, `whole drain ${r.totalMs} ms < ${10 * grace} ms`);
+});
+
 t.test('mapLimit never runs more than the limit at once and keeps order', async (t) => {
   let running = 0;
   let peak = 0;

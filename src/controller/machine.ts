@@ -235,6 +235,7 @@ export class Migration {
   /** Journal and report a step as applied (used directly by drain for batched steps). */
   async complete(step: Step, ms: number, facts?: Facts): Promise<void> {
     if (facts) Object.assign(this.ctx.facts, facts);
+    if (step === 'SWITCH') this.ctx.switchedAt = performance.now(); // STOP's grace runs from here
     await this.journal.append({ type: 'done', app: this.app, state: step, ms: round(ms), ...(facts ? { facts } : {}) });
     this.done.add(step);
     this.phases[step] = round(ms);

@@ -22,6 +22,12 @@ export interface StepContext {
   announce: AnnounceHook;
   timing: Timing;
   facts: Facts;
+  /**
+   * When SWITCH completed in this process (performance.now()), if it did:
+   * STOP's grace runs from there. Not journaled: after a resume the grace
+   * is taken whole.
+   */
+  switchedAt?: number;
   /** A note for the operator (driver remarks, skipped sub-steps). */
   note(message: string): void;
 }
@@ -150,9 +156,15 @@ export async function restoreSource(ctx: StepContext): Promise<void> {
   }
 }
 
-/** 6 STOP: after a grace period for packets already queued to it, stop the app on the source. */
+/**
+ * 6 STOP: once a grace period has passed since SWITCH (for packets already
+ * queued to it), stop the app on the source. Counted from SWITCH, not from
+ * this step: a drain flips a thousand apps in one batch, so their grace
+ * periods run together instead of one after another.
+ */
 export async function stopOnSource(ctx: StepContext): Promise<void> {
-  await sleep(ctx.timing.stopGraceMs);
+  const since = ctx.switchedAt === undefined ? 0 : performance.now() - ctx.switchedAt;
+  await sleep(Math.max(0, ctx.timing.stopGraceMs - since));
   await ctx.driver.stop(workloadApp(ctx), sourceHost(ctx), driverCtx(ctx));
 }
 
