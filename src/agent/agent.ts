@@ -17,8 +17,7 @@ import { createMetrics } from './metrics.js';
 import { buildServer } from './server.js';
 import { loadOrCreateToken } from './token.js';
 
-export const DEFAULT_TOKEN_FILE = '/etc/routeshift/token';
-export const DEFAULT_LISTEN = '127.0.0.1:7450';
+export { DEFAULT_LISTEN, DEFAULT_TOKEN_FILE } from './defaults.js';
 const VERSION = '0.1.0';
 
 export interface AgentOptions {

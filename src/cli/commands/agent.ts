@@ -1,8 +1,6 @@
 /** `routeshift agent`: run the per-host daemon, or remove what it made (--cleanup). */
 import type { CommandModule } from 'yargs';
-import { DEFAULT_LISTEN, DEFAULT_TOKEN_FILE, startAgent } from '../../agent/agent.js';
-import { enterNetns } from '../../bpf/index.js';
-import { HostDatapath, defaultPinDir } from '../../datapath/host.js';
+import { DEFAULT_LISTEN, DEFAULT_TOKEN_FILE } from '../../agent/defaults.js';
 import { UsageError } from '../common.js';
 
 interface AgentArgs {
@@ -53,6 +51,10 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
       .example('$0 agent --uplink eth0 --listen 10.0.0.1:7450', 'run on a host; the token is written to /etc/routeshift/token')
       .example('$0 agent --uplink eth0 --cleanup', 'remove everything the agent made') as never,
   handler: async (args) => {
+    // Loaded here, not at the top: every other command starts without fastify, prom-client and the addon.
+    const { HostDatapath, defaultPinDir } = await import('../../datapath/host.js');
+    const { enterNetns } = await import('../../bpf/index.js');
+    const { startAgent } = await import('../../agent/agent.js');
     const pinDir = args['pin-dir'] ?? defaultPinDir(args.uplink);
     if (args.cleanup) {
       if (args.netns) enterNetns(args.netns);

@@ -7,8 +7,7 @@
  * reported in the table, not in the exit code.
  */
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
-import { BENCHMARKS } from '../../../bench/index.js';
-import { runBench } from '../../../bench/run.js';
+import { BENCHMARK_NAMES } from '../../../bench/names.js';
 import { ExitCode, UsageError } from '../common.js';
 
 interface BenchArgs {
@@ -28,7 +27,7 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
         type: 'string',
         array: true,
         default: [],
-        describe: `benchmarks to run (default all): ${BENCHMARKS.map((b) => b.name).join(', ')}`,
+        describe: `benchmarks to run (default all): ${BENCHMARK_NAMES.join(', ')}`,
       })
       .option('quick', { type: 'boolean', default: false, describe: 'small sizes and few repetitions (for tests; not figures to quote)' })
       .option('json', { type: 'boolean', default: false, describe: 'print the results as JSON instead of a table' })
@@ -36,10 +35,12 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
       .epilog('Writes the results JSON and, beside it, a plot (.svg) and a Markdown page (.md); a full run of every benchmark also rewrites the table in bench/README.md. Needs root (BPF, network namespaces) and the bench objects and helpers (`make -C bench`). Exit codes: 0 ran, 1 a benchmark is broken, 2 bad usage.') as unknown as Argv<BenchArgs>,
   handler: async (args: ArgumentsCamelCase<BenchArgs>) => {
     const names = (args.names ?? []).flatMap((n) => n.split(',')).filter(Boolean);
-    const unknown = names.filter((n) => !BENCHMARKS.some((b) => b.name === n));
+    const known: readonly string[] = BENCHMARK_NAMES;
+    const unknown = names.filter((n) => !known.includes(n));
     if (unknown.length) {
-      throw new UsageError(`unknown benchmark ${unknown.join(', ')} (known: ${BENCHMARKS.map((b) => b.name).join(', ')})`);
+      throw new UsageError(`unknown benchmark ${unknown.join(', ')} (known: ${BENCHMARK_NAMES.join(', ')})`);
     }
+    const { runBench } = await import('../../../bench/run.js'); // loads every benchmark: only for this command
     const { results } = await runBench({ names, quick: args.quick, json: args.json, ...(args.out ? { out: args.out } : {}) });
     process.exitCode = results.broken.length ? ExitCode.Failed : ExitCode.Ok;
   },

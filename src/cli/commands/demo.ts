@@ -2,7 +2,7 @@
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { CommandModule } from 'yargs';
-import { runDemo, type DemoResult, type StreamResult } from '../../demo/scenario.js';
+import type { DemoResult, StreamResult } from '../../demo/scenario.js';
 import { run } from '../../testbed/netns.js';
 import { UsageError } from '../common.js';
 
@@ -114,6 +114,7 @@ export const demoCommand: CommandModule<object, DemoArgs> = {
     if (process.getuid?.() !== 0) throw new UsageError('the demo creates network namespaces and loads XDP programs: run it as root');
     const tty = !args.json && process.stdout.isTTY === true;
     let lastLive = 0;
+    const { runDemo } = await import('../../demo/scenario.js'); // the testbed and agents: only for this command
     const result = await runDemo({
       durationS: args.duration,
       ratePps: args.rate,
