@@ -69,7 +69,7 @@ export const drainBench: Benchmark = {
         kb.teardown();
       }
       const phases = Object.fromEntries(Object.entries(res.batches).map(([k, v]) => [`${k}ms`, v ?? 0]));
-      ctx.log(`${n} apps: batched SWITCH ${fmtMs(switchMs)} ms, whole drain ${fmtMs(res.totalMs)} ms (batched phases ${JSON.stringify(res.batches)}), ip -batch ${fmtMs(ipMs)} ms`);
+      ctx.log(`${n} apps: batched SWITCH ${fmtMs(switchMs)} ms, whole drain ${fmtMs(res.totalMs)} ms (batched phases ${JSON.stringify(res.batches)}; every phase, wall ${JSON.stringify(res.phaseMs)}), ip -batch ${fmtMs(ipMs)} ms`);
       return [
         ratioRow({
           name: `drain ${n} apps: batched switch`,

@@ -105,6 +105,8 @@ export interface DrainResult {
   apps: MigrationResult[];
   /** Milliseconds of each batched phase (whole drain), and how SWITCH was applied. */
   batches: Partial<Record<Step, number>>;
+  /** Wall-clock milliseconds of every phase, batched or per app (journaling included). */
+  phaseMs: Partial<Record<Step, number>>;
   switchMode: 'batch' | 'per-app' | 'none';
   /** Source entries still LOCAL after the drain (should be none). */
   leftLocal: string[];
@@ -133,7 +135,7 @@ export async function drain(opts: DrainOptions): Promise<DrainResult> {
   const announce = (opts.createAnnounceHook ?? createAnnounceHook)(opts.announce);
   const plan = await planDrain(source, dests, opts.destDev);
   const id = newJournalId('drain');
-  const result: DrainResult = { source: source.url, journal: id, plan, outcome: 'done', apps: [], batches: {}, switchMode: 'none', leftLocal: [], totalMs: 0 };
+  const result: DrainResult = { source: source.url, journal: id, plan, outcome: 'done', apps: [], batches: {}, phaseMs: {}, switchMode: 'none', leftLocal: [], totalMs: 0 };
   if (!plan.items.length) {
     result.totalMs = performance.now() - t0;
     return result;
@@ -173,7 +175,7 @@ export async function drain(opts: DrainOptions): Promise<DrainResult> {
       return (m) => facts.get(m) ?? {};
     });
 
-    await perApp('START', live(), limit);
+    await perApp(result, 'START', live(), limit);
 
     await batched(result, 'DELIVER', live(), limit, async (group) => {
       await Promise.all(
@@ -188,7 +190,7 @@ export async function drain(opts: DrainOptions): Promise<DrainResult> {
       );
     });
 
-    await perApp('READY', live(), limit);
+    await perApp(result, 'READY', live(), limit);
 
     // SWITCH: every ready app flips in ONE batched map update on the source.
     const toSwitch = live();
@@ -200,7 +202,7 @@ export async function drain(opts: DrainOptions): Promise<DrainResult> {
       if (result.batches.SWITCH !== undefined) opts.metrics?.phase('BATCH_SWITCH', result.batches.SWITCH);
     }
 
-    await perApp('STOP', live(), limit);
+    await perApp(result, 'STOP', live(), limit);
 
     await batched(result, 'ANNOUNCE', live(), limit, async (group) => {
       const byDest = groupBy(group, (m) => m.plan.to);
@@ -243,8 +245,10 @@ export async function drain(opts: DrainOptions): Promise<DrainResult> {
 }
 
 /** Every app runs the step alone (drivers, probes), in parallel up to the limit. */
-async function perApp(step: Step, group: Migration[], limit: number): Promise<void> {
+async function perApp(result: DrainResult, step: Step, group: Migration[], limit: number): Promise<void> {
+  const t = performance.now();
   await mapLimit(group, limit, (m) => m.runStep(step));
+  result.phaseMs[step] = Math.round((performance.now() - t) * 100) / 100;
 }
 
 /**
@@ -261,6 +265,21 @@ async function batched(
   action: (group: Migration[]) => Promise<void | ((m: Migration) => Facts)>,
 ): Promise<'batch' | 'per-app' | 'none'> {
   if (!group.length) return 'none';
+  const t0 = performance.now();
+  try {
+    return await batchedSteps(result, step, group, limit, action);
+  } finally {
+    result.phaseMs[step] = Math.round((performance.now() - t0) * 100) / 100;
+  }
+}
+
+async function batchedSteps(
+  result: DrainResult,
+  step: Step,
+  group: Migration[],
+  limit: number,
+  action: (group: Migration[]) => Promise<void | ((m: Migration) => Facts)>,
+): Promise<'batch' | 'per-app'> {
   await Promise.all(group.map((m) => m.enter(step)));
   const t = performance.now();
   let factsOf: void | ((m: Migration) => Facts);
