@@ -97,7 +97,6 @@ export function ppsObjectPath(): string {
   return p;
 }
 
-/** Resident set of a process from /proc/PID/status, bytes by kind. */
 /** Resident memory of a process, and its peak (VmHWM), in bytes. */
 export function rssOf(pid: number): { rss: number; anon: number; file: number; shmem: number; peak: number } {
   const s = readFileSync(`/proc/${pid}/status`, 'utf8');

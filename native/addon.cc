@@ -4,7 +4,9 @@
 #include <net/if.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <fcntl.h>
 #include <malloc.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -66,6 +68,22 @@ Napi::Value TrimMemory(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), malloc_trim(0) != 0);
 }
 
+// lockFile(path) -> fd holding an exclusive flock(2) on path (created 0644
+// if missing). The kernel drops the lock when the fd is closed or the
+// process dies, so a killed agent leaves no lock behind. Throws EWOULDBLOCK
+// when another process holds it.
+Napi::Value LockFile(const Napi::CallbackInfo& info) {
+  std::string path = info[0].As<Napi::String>();
+  int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) rs::ThrowErrno(info.Env(), errno, "open lock " + path);
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    int err = errno;
+    close(fd);
+    rs::ThrowErrno(info.Env(), err, "lock " + path);
+  }
+  return Napi::Number::New(info.Env(), fd);
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   rs::InstallLibbpfPrint();
   exports.Set("ObjectHandle", rs::ObjectHandle::Init(env));
@@ -77,6 +95,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("ifNameToIndex", Napi::Function::New(env, IfNameToIndex));
   exports.Set("libbpfVersion", Napi::Function::New(env, LibbpfVersion));
   exports.Set("trimMemory", Napi::Function::New(env, TrimMemory));
+  exports.Set("lockFile", Napi::Function::New(env, LockFile));
   return exports;
 }
 

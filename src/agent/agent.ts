@@ -11,7 +11,7 @@ import { canonicalAddress, parseAddress } from '../datapath/address.js';
 import { HostDatapath, defaultPinDir } from '../datapath/host.js';
 import type { Config } from '../datapath/structs.js';
 import { EntryStore } from './entries.js';
-import { PidLock } from './lock.js';
+import { PidLock, agentLockName } from './lock.js';
 import { AGENT_NODE_FLAGS, youngGenerationCapped } from './memory.js';
 import { createMetrics } from './metrics.js';
 import { buildServer } from './server.js';
@@ -96,7 +96,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     throw new Error(`--insecure serves without a token, so it only listens on loopback; ${host} is not`);
   }
   const pinDir = opts.pinDir ?? defaultPinDir(opts.uplink);
-  const lock = PidLock.acquire(`agent-${pinDir}`, `uplink ${opts.uplink} (pin dir ${pinDir})`);
+  const lock = PidLock.acquire(agentLockName(pinDir), `uplink ${opts.uplink} (pin dir ${pinDir})`);
   let dp: HostDatapath | undefined;
   try {
     const token = opts.insecure ? undefined : loadOrCreateToken(opts.tokenFile);

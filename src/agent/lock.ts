@@ -1,49 +1,98 @@
 /**
- * One agent per pin directory: an exclusive lock file holding the owner's
- * PID. A lock whose PID is no longer alive is stale and taken over, so a
- * SIGKILLed agent can be restarted at once.
+ * One agent per pin directory: an exclusive flock(2) on a lock file, held
+ * for the agent's life. The kernel releases it when the agent exits or is
+ * killed, so a SIGKILLed agent can be restarted at once, a reused PID
+ * cannot keep a dead agent's lock, and two agents starting together cannot
+ * both win. The file holds the owner's PID, for the refusal message.
  */
-import { closeSync, mkdirSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, ftruncateSync, mkdirSync, readFileSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { pidRunning } from '../workload/process.js';
+import { addon, isErrno } from '../bpf/native.js';
 
 export const LOCK_DIR = '/run/routeshift';
 
+/** The lock an agent takes: one per pin directory (so one per uplink by default). */
+export function agentLockName(pinDir: string): string {
+  return `agent-${pinDir}`;
+}
+
+function lockPath(resource: string, dir: string): string {
+  return join(dir, `${resource.replace(/[^A-Za-z0-9_.-]/g, '_')}.lock`);
+}
+
 export class PidLock {
-  private constructor(readonly path: string) {}
+  private constructor(
+    readonly path: string,
+    private fd: number | undefined,
+  ) {}
 
   /** Take the lock named after `resource`, or throw naming the holder. */
   static acquire(resource: string, what: string, dir: string = LOCK_DIR): PidLock {
     mkdirSync(dir, { recursive: true });
-    const path = join(dir, `${resource.replace(/[^A-Za-z0-9_.-]/g, '_')}.lock`);
-    for (let attempt = 0; attempt < 2; attempt++) {
+    const path = lockPath(resource, dir);
+    for (let attempt = 0; attempt < 5; attempt++) {
+      let fd: number;
       try {
-        const fd = openSync(path, 'wx', 0o644);
-        writeSync(fd, `${process.pid}\n`);
-        closeSync(fd);
-        return new PidLock(path);
+        fd = addon().lockFile(path);
       } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+        if (!isErrno(err, 'EWOULDBLOCK') && !isErrno(err, 'EAGAIN')) throw err;
+        const holder = readHolder(path);
+        throw new Error(`${what} is already owned by ${holder ? `process ${holder}` : 'another process'} (lock ${path})`);
       }
-      let holder = NaN;
-      try {
-        holder = Number(readFileSync(path, 'utf8').trim());
-      } catch {
-        continue; // released between our open and read: try again
+      // The holder before us may have unlinked the file after we opened it:
+      // then we locked a file nobody else will see. Only the file at `path` counts.
+      if (sameFile(fd, path)) {
+        ftruncateSync(fd, 0);
+        writeSync(fd, `${process.pid}\n`, 0);
+        return new PidLock(path, fd);
       }
-      if (Number.isInteger(holder) && holder > 0 && pidRunning(holder) && holder !== process.pid) {
-        throw new Error(`${what} is already owned by process ${holder} (lock ${path})`);
-      }
-      unlinkSync(path); // stale: its owner is gone
+      closeSync(fd);
     }
     throw new Error(`could not take lock ${path}`);
   }
 
-  release(): void {
+  /**
+   * Remove a lock file nobody holds (what a killed agent leaves behind);
+   * returns its path when it removed one. A held lock is left alone.
+   */
+  static removeIfFree(resource: string, dir: string = LOCK_DIR): string | undefined {
+    const path = lockPath(resource, dir);
+    if (!existsSync(path)) return undefined;
     try {
-      if (Number(readFileSync(this.path, 'utf8').trim()) === process.pid) unlinkSync(this.path);
+      PidLock.acquire(resource, resource, dir).release();
+      return path;
     } catch {
-      /* already gone */
+      return undefined;
     }
+  }
+
+  /** Remove the file and drop the lock (also dropped by the kernel if the process dies). */
+  release(): void {
+    if (this.fd === undefined) return;
+    try {
+      if (sameFile(this.fd, this.path)) unlinkSync(this.path);
+    } finally {
+      closeSync(this.fd);
+      this.fd = undefined;
+    }
+  }
+}
+
+function sameFile(fd: number, path: string): boolean {
+  try {
+    const a = fstatSync(fd);
+    const b = statSync(path);
+    return a.ino === b.ino && a.dev === b.dev;
+  } catch {
+    return false;
+  }
+}
+
+function readHolder(path: string): number | undefined {
+  try {
+    const pid = Number(readFileSync(path, 'utf8').trim());
+    return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+  } catch {
+    return undefined;
   }
 }

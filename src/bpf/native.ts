@@ -129,6 +129,8 @@ export interface NativeAddon {
   libbpfVersion(): string;
   /** glibc malloc_trim(0): give free heap pages back to the kernel. */
   trimMemory(): boolean;
+  /** An fd holding an exclusive flock(2) on path; throws EWOULDBLOCK if another process holds it. */
+  lockFile(path: string): number;
   ifNameToIndex(name: string): number;
   ifHwAddr(name: string): string;
   inNetns<T>(path: string, fn: () => T): T;

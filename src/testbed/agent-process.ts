@@ -8,6 +8,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { PidLock, agentLockName } from '../agent/lock.js';
 import { AGENT_NODE_FLAGS } from '../agent/memory.js';
 import { repoRoot } from '../bpf/native.js';
 
@@ -89,7 +90,11 @@ export class AgentProcess {
     );
     closeSync(logFd);
     running.add(child);
-    child.once('exit', () => running.delete(child));
+    child.once('exit', () => {
+      running.delete(child);
+      // A killed agent leaves its (free) lock file: tests use a fresh pin dir each, so remove it.
+      PidLock.removeIfFree(agentLockName(opts.pinDir));
+    });
     const timeout = opts.readyTimeoutMs ?? 30_000;
     const ready = await new Promise<{ url: string; adopted: boolean }>((resolve, reject) => {
       const timer = setTimeout(() => {

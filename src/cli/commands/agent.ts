@@ -58,7 +58,10 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
     const pinDir = args['pin-dir'] ?? defaultPinDir(args.uplink);
     if (args.cleanup) {
       if (args.netns) enterNetns(args.netns);
+      const { PidLock, agentLockName } = await import('../../agent/lock.js');
       const removed = HostDatapath.cleanup(args.uplink, pinDir);
+      const lock = PidLock.removeIfFree(agentLockName(pinDir));
+      if (lock) removed.push(lock);
       process.stdout.write(removed.length ? `removed:\n  ${removed.join('\n  ')}\n` : 'nothing to remove\n');
       return;
     }
