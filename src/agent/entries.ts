@@ -96,13 +96,8 @@ function counter(c: { packets: bigint; bytes: bigint }): CounterView {
 
 const nameId = (kind: EntryKind, name: string): string => `${kind}:${name}`;
 
-/** A request's ops, taken one at a time (a batch parses each as it is staged). */
-interface OpSource {
-  readonly length: number;
-  at(i: number): BatchOp;
-}
-
-const one = (...ops: BatchOp[]): OpSource => ({ length: ops.length, at: (i) => ops[i]! });
+/** A batch yields to the event loop after staging this many ops. */
+const STAGE_SLICE = 1024;
 
 /** Per-entry "entry changed" log lines a request writes; the rest are counted. */
 const LOGGED_CHANGES = 1000;
@@ -174,6 +169,8 @@ class Catalog {
 export class EntryStore {
   readonly #catalog: Catalog;
   readonly #links: LinkResolver;
+  /** A batch is being staged (across event-loop turns). */
+  #staging = false;
 
   constructor(
     private readonly dp: HostDatapath,
@@ -184,7 +181,7 @@ export class EntryStore {
     this.#links = links;
     const settle = this.#adopt();
     // maps pinned by an older agent may lack port flags / placeholders: settle those addresses
-    this.#commit(one(), 'startup', settle);
+    this.#commit([], 'startup', settle);
   }
 
   /**
@@ -292,49 +289,75 @@ export class EntryStore {
     const n = parseName(name);
     const spec = parseAppBody(body);
     const created = !this.#catalog.entry('app', n);
-    this.#commit(one({ op: 'put-app', name: n, spec }), who);
+    this.#commit([{ op: 'put-app', name: n, spec }], who);
     return { app: this.getApp(n), created };
   }
 
   setAction(name: unknown, body: unknown, who: Source): AppView {
     const n = parseName(name);
-    this.#commit(one({ op: 'set-action', name: n, action: parseAction(body, 'body') }), who);
+    this.#commit([{ op: 'set-action', name: n, action: parseAction(body, 'body') }], who);
     return this.getApp(n);
   }
 
   deleteApp(name: unknown, who: Source): void {
-    this.#commit(one({ op: 'delete-app', name: parseName(name) }), who);
+    this.#commit([{ op: 'delete-app', name: parseName(name) }], who);
   }
 
   putDelivery(name: unknown, body: unknown, who: Source): { delivery: DeliveryView; created: boolean } {
     const n = parseName(name);
     const spec = parseDeliveryBody(body);
     const created = !this.#catalog.entry('delivery', n);
-    this.#commit(one({ op: 'put-delivery', name: n, spec }), who);
+    this.#commit([{ op: 'put-delivery', name: n, spec }], who);
     return { delivery: this.getDelivery(n), created };
   }
 
   deleteDelivery(name: unknown, who: Source): void {
-    this.#commit(one({ op: 'delete-delivery', name: parseName(name) }), who);
+    this.#commit([{ op: 'delete-delivery', name: parseName(name) }], who);
   }
 
   /**
    * Many changes, all validated and staged before any is applied, then
    * applied with batched map updates, all or nothing. Ops are parsed one at
    * a time as they are staged: a drain of 100k ops keeps no second copy.
+   *
+   * Staging yields to the event loop every STAGE_SLICE ops, so /healthz and
+   * /metrics keep answering during a batch that takes seconds. The caller
+   * must not start another write until this settles (the server serializes
+   * writes); one that tries is refused.
    */
-  batch(body: unknown, who: Source): number {
+  async batch(body: unknown, who: Source): Promise<number> {
     const ops = batchOps(body);
-    this.#commit({ length: ops.length, at: (i) => parseBatchOp(ops[i], i) }, who);
+    this.#checkIdle();
+    this.#staging = true;
+    try {
+      const plan = new Plan(this.dp, this.#catalog, this.#links);
+      for (let i = 0; i < ops.length; i++) {
+        plan.stage(parseBatchOp(ops[i], i), ops.length > 1 ? `ops[${i}]` : '');
+        if (i % STAGE_SLICE === STAGE_SLICE - 1) await new Promise<void>((r) => setImmediate(r));
+      }
+      this.#apply(plan, who);
+    } finally {
+      this.#staging = false;
+    }
     return ops.length;
+  }
+
+  #checkIdle(): void {
+    if (this.#staging) throw new Error('internal: an entry change started while a batch was being staged (writes must be serialized)');
   }
 
   // -------------------------------------------------------- the path --
 
-  #commit(ops: OpSource, who: Source, settle: readonly string[] = []): void {
+  #commit(ops: readonly BatchOp[], who: Source, settle: readonly string[] = []): void {
+    this.#checkIdle();
     const plan = new Plan(this.dp, this.#catalog, this.#links);
-    for (let i = 0; i < ops.length; i++) plan.stage(ops.at(i), ops.length > 1 ? `ops[${i}]` : '');
+    ops.forEach((op, i) => plan.stage(op, ops.length > 1 ? `ops[${i}]` : ''));
     for (const address of settle) plan.touch(address);
+    this.#apply(plan, who);
+  }
+
+  /** Apply a staged plan to the maps (undone exactly on failure), publish it, log it. */
+  #apply(plan: Plan, who: Source): void {
     const changes = plan.changes();
     if (changes.every((c) => c.size === 0)) return; // idempotent: nothing differs
     const applied: Applicable[] = [];

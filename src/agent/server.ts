@@ -54,6 +54,14 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
   app.setNotFoundHandler(async (req, reply) => reply.code(404).send({ error: `no route ${req.method} ${req.url}` }));
 
   const { store } = opts;
+  // Writes run one at a time: a batch stages across event-loop turns (reads and
+  // /metrics answer meanwhile) and the next write starts once it has settled.
+  let writes: Promise<unknown> = Promise.resolve();
+  const serialized = <T>(write: () => T | Promise<T>): Promise<T> => {
+    const run = writes.then(write, write);
+    writes = run.catch(() => undefined);
+    return run;
+  };
   app.get('/healthz', async () => ({ ok: true }));
   app.get('/status', async () => opts.status());
   app.get('/metrics', async (_req, reply) => {
@@ -64,23 +72,23 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
   app.get('/v1/apps', async () => ({ apps: store.listApps() }));
   app.get<NameParams>('/v1/apps/:name', async (req) => store.getApp(req.params.name));
   app.put<NameParams>('/v1/apps/:name', async (req, reply) => {
-    const r = store.putApp(req.params.name, req.body, 'api');
+    const r = await serialized(() => store.putApp(req.params.name, req.body, 'api'));
     return reply.code(r.created ? 201 : 200).send(r.app);
   });
-  app.post<NameParams>('/v1/apps/:name/action', async (req) => store.setAction(req.params.name, req.body, 'api'));
+  app.post<NameParams>('/v1/apps/:name/action', async (req) => serialized(() => store.setAction(req.params.name, req.body, 'api')));
   app.delete<NameParams>('/v1/apps/:name', async (req, reply) => {
-    store.deleteApp(req.params.name, 'api');
+    await serialized(() => store.deleteApp(req.params.name, 'api'));
     return reply.code(204).send();
   });
 
   app.get('/v1/deliveries', async () => ({ deliveries: store.listDeliveries() }));
   app.get<NameParams>('/v1/deliveries/:name', async (req) => store.getDelivery(req.params.name));
   app.put<NameParams>('/v1/deliveries/:name', async (req, reply) => {
-    const r = store.putDelivery(req.params.name, req.body, 'api');
+    const r = await serialized(() => store.putDelivery(req.params.name, req.body, 'api'));
     return reply.code(r.created ? 201 : 200).send(r.delivery);
   });
   app.delete<NameParams>('/v1/deliveries/:name', async (req, reply) => {
-    store.deleteDelivery(req.params.name, 'api');
+    await serialized(() => store.deleteDelivery(req.params.name, 'api'));
     return reply.code(204).send();
   });
 
@@ -91,7 +99,7 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
     if (large.has(req)) scheduleRelease();
   });
   app.post('/v1/batch', async (req) => {
-    const applied = store.batch(req.body, 'api');
+    const applied = await serialized(() => store.batch(req.body, 'api'));
     if (applied >= RELEASE_AFTER_OPS) large.add(req);
     return { applied };
   });
