@@ -124,13 +124,16 @@ export async function runBenchmarks(
 const fmt = (n: number): string =>
   !Number.isFinite(n) ? 'n/a' : Math.abs(n) >= 1000 ? n.toFixed(0) : Math.abs(n) >= 10 ? n.toFixed(1) : n.toFixed(2);
 
+/** A ratio with two decimals, or two significant digits when smaller than 0.01 (never "0.00×"). */
+export const fmtRatio = (r: number): string => `${Math.abs(r) > 0 && Math.abs(r) < 0.01 ? r.toPrecision(2) : r.toFixed(2)}×`;
+
 export function formatTable(res: BenchResults): string {
   const head = ['benchmark', 'figure', 'baseline', 'ratio', 'goal', 'pass'];
   const body = res.rows.map((r) => [
     r.name,
     `${fmt(r.figure)} ${r.unit}`,
     `${fmt(r.baseline)} ${r.unit} (${r.baselineName})`,
-    `${r.ratio.toFixed(2)}×`,
+    fmtRatio(r.ratio),
     r.goal,
     r.pass === null ? '—' : r.pass ? 'pass' : 'FAIL',
   ]);
@@ -149,7 +152,7 @@ export function formatMarkdown(res: BenchResults): string {
   const out = ['| benchmark | figure | baseline | ratio | goal | pass |', '|---|---|---|---|---|---|'];
   for (const r of res.rows) {
     out.push(
-      `| ${r.name} | ${fmt(r.figure)} ${r.unit} | ${fmt(r.baseline)} ${r.unit} (${r.baselineName}) | ${r.ratio.toFixed(2)}× | ${r.goal} | ${r.pass === null ? '—' : r.pass ? 'pass' : 'FAIL'} |`,
+      `| ${r.name} | ${fmt(r.figure)} ${r.unit} | ${fmt(r.baseline)} ${r.unit} (${r.baselineName}) | ${fmtRatio(r.ratio)} | ${r.goal} | ${r.pass === null ? '—' : r.pass ? 'pass' : 'FAIL'} |`,
     );
   }
   for (const b of res.broken) out.push(`| ${b.name} | BROKEN: ${b.error} | | | | |`);

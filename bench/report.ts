@@ -5,7 +5,7 @@
  * gets the same table between its results markers.
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { formatMarkdown, type BenchResults, type Row } from './harness.js';
+import { fmtRatio, formatMarkdown, type BenchResults, type Row } from './harness.js';
 
 const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
 
@@ -50,7 +50,7 @@ export function renderSvg(res: BenchResults): string {
     const g = goalRatio(r.goal);
     if (g) out.push(`<line x1="${x(g.value)}" y1="${y + 1}" x2="${x(g.value)}" y2="${y + rowH - 1}" stroke="#000" stroke-width="2"/>`);
     const verdict = r.pass === null ? 'info' : r.pass ? 'pass' : 'FAIL';
-    out.push(`<text x="${labelW + plotW + 10}" y="${y + 15}" fill="${color}">${esc(`${r.ratio.toFixed(2)}× (goal ${r.goal}) ${verdict}`)}</text>`);
+    out.push(`<text x="${labelW + plotW + 10}" y="${y + 15}" fill="${color}">${esc(`${fmtRatio(r.ratio)} (goal ${r.goal}) ${verdict}`)}</text>`);
   });
   out.push(
     `<text x="10" y="${H - 8}" fill="#555">bars from 1×: green met, red missed, grey informational; black tick: the goal's ratio. Details: bench/results.md</text>`,

@@ -24,6 +24,7 @@ const ROWS = [
   'map update',
   'map update, pre-encoded',
   'map update via agent API',
+  'map update via TS layer',
   'batch update',
   'batch update, pre-encoded',
   'agent batch ',
