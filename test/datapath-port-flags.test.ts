@@ -127,3 +127,29 @@ t.test('a restarted agent repairs maps pinned without flags (an older agent)', a
   t.same(entry(whole('10.200.0.13')), { action: 'ports-only', appId: 0xffffffff, ports: true }, 'placeholder restored');
   t.same(names(), ['wp', 'x', 'z', 'zp']);
 });
+
+t.test('a kernel refusal part-way through a change is undone whole (placeholders fill the redirect map)', async (t) => {
+  // Capacity 5: two apps on port entries take 2 ids but 4 redirect slots (entry + placeholder
+  // each). A third needs 2 more slots: the batched update writes one, then the map is full.
+  const smallPin = `${pinDir}-small`;
+  mkdirSync(smallPin, { recursive: true });
+  t.teardown(() => rmSync(smallPin, { recursive: true, force: true }));
+  const small = inNetns(net.ns.name, () => HostDatapath.open({ uplink: 'eth1', pinDir: smallPin, capacity: 5 }));
+  t.teardown(() => {
+    small.detach();
+    small.close();
+  });
+  const s = new EntryStore(small, log, links);
+  s.putApp('p1', body('10.210.0.1', { proto: 'udp', port: 5000 }), 'test');
+  s.putApp('p2', body('10.210.0.2', { proto: 'udp', port: 5000 }), 'test');
+  const dump = (m: { entries(): IterableIterator<[unknown, unknown]> }): string => JSON.stringify([...m.entries()].map((e) => JSON.stringify(e)).sort());
+  const before = { redirect: dump(small.redirect), meta: dump(small.meta), names: dump(small.names) };
+  t.throws(
+    () => s.putApp('p3', body('10.210.0.3', { proto: 'udp', port: 5000 }), 'test'),
+    { status: 409, message: /E2BIG .*map full, 5 entries\); nothing was changed.*--capacity/ },
+    'the map refuses the second new slot: a 409 that says what to do',
+  );
+  t.same({ redirect: dump(small.redirect), meta: dump(small.meta), names: dump(small.names) }, before, 'redirect, names and meta are exactly as before: the slot that was written is taken back');
+  t.same(s.listApps().map((a) => a.name), ['p1', 'p2']);
+  t.same(s.counts, { apps: 2, deliveries: 0 });
+});

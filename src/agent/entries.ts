@@ -10,6 +10,7 @@
  * costs what it touches, and a restarted agent finds everything in place.
  */
 import type { Logger } from 'pino';
+import { isErrno } from '../bpf/native.js';
 import type { HostDatapath } from '../datapath/host.js';
 import type { EntryKind, MetaValue } from '../datapath/meta.js';
 import type { AppKey, DeliverValue, RedirectValue } from '../datapath/structs.js';
@@ -363,13 +364,21 @@ export class EntryStore {
     const applied: Applicable[] = [];
     try {
       for (const c of changes) {
-        c.apply();
+        // Listed before it runs: a batched update the kernel stops part-way has written some entries.
         applied.push(c);
+        c.apply();
       }
     } catch (err) {
       const failures = applied.reverse().flatMap((c) => c.rollback());
       this.log.error({ who, err: (err as Error).message, rollbackFailures: failures }, 'entry change failed and was rolled back');
       if (failures.length) (err as Error).message += `; rollback incomplete: ${failures.join('; ')}`;
+      else if (isErrno(err, 'E2BIG')) {
+        // A full map is the request's conflict with the host's capacity, not an agent fault.
+        throw new ConflictError(
+          `${err.message}; nothing was changed. Addresses with port entries only also take a slot (a placeholder); ` +
+            'free entries, or restart the agent with a larger --capacity after `routeshift agent --cleanup`',
+        );
+      }
       throw err;
     }
     plan.publish();
