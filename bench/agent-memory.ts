@@ -52,16 +52,13 @@ export const agentMemory: Benchmark = {
     const chunk = ctx.quick ? 10_000 : 100_000;
     const probeFile = join(repoRoot(), 'bench', 'out', `mem-probe-${process.pid}.json`);
     const probeModule = pathToFileURL(join(repoRoot(), 'dist', 'bench', 'mem-probe.js')).href;
-    const rig = await AgentRig.create({
-      hosts: ['A'],
-      apps: [{ name: 'x', host: 'A', addr4: '10.200.0.10' }],
-      agentArgs: ['--capacity', String(CAPACITY)],
-      agentEnv: {
-        NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --import=${probeModule}`.trim(),
-        RS_MEM_PROBE_OUT: probeFile,
-        ROUTESHIFT_LOG_LEVEL: 'warn', // a million "entry changed" lines would measure the log file
-      },
-    });
+    const agentArgs = ['--capacity', String(CAPACITY)];
+    const agentEnv = {
+      NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --import=${probeModule}`.trim(),
+      RS_MEM_PROBE_OUT: probeFile,
+      ROUTESHIFT_LOG_LEVEL: 'warn', // a million "entry changed" lines would measure the log file
+    };
+    const rig = await AgentRig.create({ hosts: ['A'], apps: [{ name: 'x', host: 'A', addr4: '10.200.0.10' }], agentArgs, agentEnv });
     try {
       const a = rig.agent('A');
       await a.request('GET', '/status');
@@ -89,9 +86,21 @@ export const agentMemory: Benchmark = {
         `${n} entries loaded in ${(loadMs / 1000).toFixed(1)} s: RSS ${mb(loaded.rss)} MB (anon ${mb(loaded.anon)}; peak ${mb(loaded.peak)} MB while a chunk was staged), after another GC ${mb(afterGc.rss)} MB; idle ${mb(idle.rss)} MB; ` +
           `heap used ${mb(p.before.heapUsed)} → ${mb(p.after.heapUsed)} MB after GC (idle ${mb(idleProbe.after.heapUsed)}), ≈ ${Math.round(perEntry)} B/entry; external ${mb(p.after.external)} MB, arrayBuffers ${mb(p.after.arrayBuffers)} MB; spaces ${JSON.stringify(spaces)}`,
       );
+
+      // The same agent restarted: it adopts the pinned entries (reads each once) before serving.
+      await a.stop();
+      const r0 = performance.now();
+      const again = await rig.startAgent('A', agentArgs, agentEnv);
+      const restartMs = performance.now() - r0;
+      const adoptedSt = (await again.request('GET', '/status')).json as { entries: { apps: number } };
+      if (!again.adopted || adoptedSt.entries.apps !== n) throw new Error(`the restarted agent adopted ${adoptedSt.entries.apps} apps, not ${n}`);
+      await sleep(1000);
+      const restarted = rssOf(again.pid);
+      ctx.log(`restarted with ${n} pinned entries: ready in ${(restartMs / 1000).toFixed(1)} s, RSS ${mb(restarted.rss)} MB 1 s later (peak ${mb(restarted.peak)} MB while adopting)`);
+      const label = n >= 1e6 ? `${n / 1e6}M` : `${n / 1000}k`;
       return [
         ratioRow({
-          name: `agent RSS, ${n >= 1e6 ? `${n / 1e6}M` : `${n / 1000}k`} entries`,
+          name: `agent RSS, ${label} entries`,
           figure: mb(loaded.rss),
           baseline: mb(idle.rss),
           unit: 'MB',
@@ -118,6 +127,17 @@ export const agentMemory: Benchmark = {
             externalMB: mb(p.after.external),
             ...Object.fromEntries(Object.entries(spaces).map(([k, v]) => [`space_${k}_MB`, v])),
           },
+        }),
+        ratioRow({
+          name: `agent RSS after restart, ${label} entries`,
+          figure: mb(restarted.rss),
+          baseline: mb(idle.rss),
+          unit: 'MB',
+          baselineName: 'idle agent',
+          maxRatio: null,
+          also: { ok: restarted.rss <= 100 * MB, goal: '≤ 100 MB' },
+          note: `the agent above stopped (SIGTERM) and started again on the same pins: it adopts the ${n} entries (ready in ${(restartMs / 1000).toFixed(1)} s; peak ${mb(restarted.peak)} MB while adopting), RSS 1 s after ready`,
+          extra: { restartMs: Math.round(restartMs), rssMB: mb(restarted.rss), peakRssMB: mb(restarted.peak) },
         }),
       ];
     } finally {

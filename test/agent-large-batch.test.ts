@@ -11,7 +11,6 @@
 import t, { type Test } from 'tap';
 import { AgentRig, benchAddr, postBatch } from '../bench/agent-rig.js';
 import { rssOf, sleep } from '../bench/common.js';
-import type { AgentProcess } from '../src/testbed/agent-process.js';
 
 const MB = 1024 * 1024;
 const BATCHES = 3;
@@ -25,19 +24,18 @@ function putOps(from: number, to: number): unknown[] {
   return ops;
 }
 
-async function rig(t: Test): Promise<AgentProcess> {
-  const r = await AgentRig.create({
-    hosts: ['A'],
-    apps: [{ name: 'x', host: 'A', addr4: '10.200.0.10' }],
-    agentArgs: ['--capacity', String(1 << 17)],
-    agentEnv: { ROUTESHIFT_LOG_LEVEL: 'warn' },
-  });
+const AGENT_ARGS = ['--capacity', String(1 << 17)];
+const AGENT_ENV = { ROUTESHIFT_LOG_LEVEL: 'warn' };
+
+async function rig(t: Test): Promise<AgentRig> {
+  const r = await AgentRig.create({ hosts: ['A'], apps: [{ name: 'x', host: 'A', addr4: '10.200.0.10' }], agentArgs: AGENT_ARGS, agentEnv: AGENT_ENV });
   t.teardown(() => r.close());
-  return r.agent('A');
+  return r;
 }
 
 t.test(`agent RSS returns near idle after ${BATCHES} batches of ${OPS} ops`, async (t) => {
-  const a = await rig(t);
+  const r = await rig(t);
+  const a = r.agent('A');
   await a.request('GET', '/status');
   await sleep(500);
   const idle = rssOf(a.pid).rss;
@@ -48,10 +46,17 @@ t.test(`agent RSS returns near idle after ${BATCHES} batches of ${OPS} ops`, asy
   const after = rssOf(a.pid);
   t.ok(after.peak - idle > 20 * MB, `staging a batch did take memory (peak ${(after.peak / MB).toFixed(0)} MB, idle ${(idle / MB).toFixed(0)} MB)`);
   t.ok(after.rss - idle < 20 * MB, `RSS ${(after.rss / MB).toFixed(1)} MB is within 20 MB of idle ${(idle / MB).toFixed(1)} MB`);
+  // A restarted agent reads every pinned entry once to adopt them, and gives that back too.
+  await a.stop();
+  const again = await r.startAgent('A', AGENT_ARGS, AGENT_ENV);
+  t.equal(again.adopted, true);
+  await sleep(500);
+  const adopted = rssOf(again.pid);
+  t.ok(adopted.rss - idle < 20 * MB, `after adopting ${BATCHES * OPS} entries: RSS ${(adopted.rss / MB).toFixed(1)} MB (peak ${(adopted.peak / MB).toFixed(0)} MB), within 20 MB of idle`);
 });
 
 t.test('the agent answers while a large batch is staged; a write sent meanwhile waits for it', async (t) => {
-  const a = await rig(t);
+  const a = (await rig(t)).agent('A');
   const n = 80_000;
   const ops = putOps(0, n);
   let done = false;

@@ -34,6 +34,7 @@ const ROWS = [
   'drain 50 apps: batched switch',
   'drain 50 apps: whole drain',
   'agent RSS, ',
+  'agent RSS after restart, ',
 ];
 
 t.test(`routeshift bench ${NAMES.join(' ')} --quick --json: every row has numbers`, async (t) => {

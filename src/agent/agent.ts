@@ -12,7 +12,7 @@ import { HostDatapath, defaultPinDir } from '../datapath/host.js';
 import type { Config } from '../datapath/structs.js';
 import { EntryStore } from './entries.js';
 import { PidLock, agentLockName } from './lock.js';
-import { AGENT_NODE_FLAGS, youngGenerationCapped } from './memory.js';
+import { AGENT_NODE_FLAGS, RELEASE_AFTER_OPS, releaseMemory, youngGenerationCapped } from './memory.js';
 import { createMetrics } from './metrics.js';
 import { buildServer } from './server.js';
 import { loadOrCreateToken } from './token.js';
@@ -118,6 +118,8 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       log.info({ before: current, after: wanted }, 'tunnel config set');
     }
     const store = new EntryStore(dp, log.child({ component: 'entries' }));
+    // Adopting many pinned entries reads them all once: hand that memory back before serving.
+    if (store.counts.apps + store.counts.deliveries >= RELEASE_AFTER_OPS) releaseMemory();
     const metrics = createMetrics(dp, store);
     const started = Date.now();
     const datapath = dp;

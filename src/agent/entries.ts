@@ -214,7 +214,10 @@ export class EntryStore {
       }
     }
     for (const id of stale) this.dp.meta.delete(id);
-    const orphans = [...this.dp.names.entries()].filter(([, id]) => !c.idUsed(id) || stale.includes(id));
+    // Streamed: with a million names, a list of them all would be most of the agent's memory.
+    const dropped = new Set(stale);
+    const orphans: [{ kind: EntryKind; name: string }, number][] = [];
+    for (const [k, id] of this.dp.names.entries()) if (!c.idUsed(id) || dropped.has(id)) orphans.push([k, id]);
     for (const [k, id] of orphans) {
       const meta = this.dp.meta.lookup(id);
       if (!meta || meta.kind !== k.kind || meta.name !== k.name) this.dp.names.delete(k);

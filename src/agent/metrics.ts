@@ -34,8 +34,11 @@ export function createMetrics(dp: HostDatapath, store: EntryStore, perAppLimit =
 
   // One series per entry and action, up to a limit: a host with a million
   // entries must not make every scrape a million-line answer.
+  // The counters are read once per scrape for both metrics (10k per-CPU lookups, not 20k).
+  type EntryCounters = ReturnType<EntryStore['counters']> extends Iterable<infer T> ? T : never;
+  let scrape: EntryCounters[] | undefined;
   const eachEntryCounter = (field: 'packets' | 'bytes') => (set: (labels: Record<string, string>, v: bigint) => void) => {
-    for (const e of store.counters(perAppLimit)) {
+    for (const e of scrape ?? store.counters(perAppLimit)) {
       if (e.kind === 'app') {
         set({ app: e.name, action: 'local' }, e.stats.local[field]);
         set({ app: e.name, action: 'forward' }, e.stats.forward[field]);
@@ -100,5 +103,16 @@ export function createMetrics(dp: HostDatapath, store: EntryStore, perAppLimit =
       this.set({ map: 'deliver' }, dp.deliver.info.maxEntries);
     },
   });
-  return { registry, contentType: registry.contentType, render: () => registry.metrics() };
+  return {
+    registry,
+    contentType: registry.contentType,
+    async render() {
+      scrape = [...store.counters(perAppLimit)];
+      try {
+        return await registry.metrics();
+      } finally {
+        scrape = undefined;
+      }
+    },
+  };
 }

@@ -54,6 +54,13 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
   app.setNotFoundHandler(async (req, reply) => reply.code(404).send({ error: `no route ${req.method} ${req.url}` }));
 
   const { store } = opts;
+  // Requests that leave tens of MB of garbage (a large batch, a scrape of
+  // thousands of series): hand the memory back once fastify is done with
+  // them (memory.ts).
+  const large = new WeakSet<FastifyRequest>();
+  app.addHook('onResponse', async (req) => {
+    if (large.has(req)) scheduleRelease();
+  });
   // Writes run one at a time: a batch stages across event-loop turns (reads and
   // /metrics answer meanwhile) and the next write starts once it has settled.
   let writes: Promise<unknown> = Promise.resolve();
@@ -64,8 +71,11 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
   };
   app.get('/healthz', async () => ({ ok: true }));
   app.get('/status', async () => opts.status());
-  app.get('/metrics', async (_req, reply) => {
+  app.get('/metrics', async (req, reply) => {
     const text = await opts.metrics.render();
+    // A scrape of thousands of per-entry series leaves tens of MB behind: give them back too.
+    const { apps, deliveries } = store.counts;
+    if (apps + deliveries >= RELEASE_AFTER_OPS) large.add(req);
     return reply.header('content-type', opts.metrics.contentType).send(text);
   });
 
@@ -92,12 +102,6 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
     return reply.code(204).send();
   });
 
-  // A large batch leaves its body and staging behind as garbage: hand the
-  // memory back once fastify is done with the request (memory.ts).
-  const large = new WeakSet<FastifyRequest>();
-  app.addHook('onResponse', async (req) => {
-    if (large.has(req)) scheduleRelease();
-  });
   app.post('/v1/batch', async (req) => {
     const applied = await serialized(() => store.batch(req.body, 'api'));
     if (applied >= RELEASE_AFTER_OPS) large.add(req);
