@@ -216,6 +216,40 @@ t.test('batch: applied together, or not at all', async (t) => {
   t.same(del.json, { applied: 50 });
 });
 
+t.test('listings come in pages: every entry once, a cursor to go on, bad paging refused', async (t) => {
+  const ops = Array.from({ length: 30 }, (_, i) => ({ op: 'put-app', name: `pg${String(i).padStart(2, '0')}`, address: `10.202.0.${i + 1}`, dev: 'vx0', mac: '02:00:00:00:02:00' }));
+  t.same((await agent.request('POST', '/v1/batch', { ops })).json, { applied: 30 });
+  const seen: string[] = [];
+  let cursor: string | null = null;
+  let pages = 0;
+  do {
+    const r = await agent.request('GET', `/v1/apps?limit=7${cursor ? `&cursor=${cursor}` : ''}`);
+    t.equal(r.status, 200);
+    const body = r.json as { apps: { name: string }[]; next: string | null };
+    const names = body.apps.map((a) => a.name);
+    t.ok(names.length <= 7 + 3, `page ${pages}: ${names.length} entries (7, or a whole hash bucket more)`);
+    t.same(names, [...names].sort(), `page ${pages} is sorted by name`);
+    seen.push(...names);
+    cursor = body.next;
+    pages++;
+  } while (cursor && pages < 100);
+  const pg = seen.filter((n) => n.startsWith('pg'));
+  t.same([...pg].sort(), ops.map((o) => o.name), 'every app listed, once');
+  t.equal(new Set(seen).size, seen.length, 'no app on two pages');
+  t.ok(pages >= 5, `${pages} pages of at most ~7`);
+  const all = (await agent.request('GET', '/v1/apps')).json as { apps: unknown[]; next: string | null };
+  t.equal(all.next, null, 'a listing that fits one page (default 10,000) has no next');
+  t.equal(all.apps.length, seen.length);
+  for (const [query, field] of [['limit=0', 'limit'], ['limit=100001', 'limit'], ['limit=ten', 'limit'], ['cursor=zz', 'cursor'], ['page=2', 'page']] as const) {
+    const bad = await agent.request('GET', `/v1/apps?${query}`);
+    t.equal(bad.status, 400, `?${query} refused`);
+    t.equal((bad.json as { field?: string }).field, field, `naming ${field}`);
+  }
+  const d = (await agent.request('GET', '/v1/deliveries?limit=5')).json as { deliveries: unknown[]; next: string | null };
+  t.ok(Array.isArray(d.deliveries) && 'next' in d, 'deliveries page the same way');
+  t.same((await agent.request('POST', '/v1/batch', { ops: ops.map((o) => ({ op: 'delete-app', name: o.name })) })).json, { applied: 30 });
+});
+
 t.test('metrics: per-app counters and capacity in Prometheus format', async (t) => {
   const m = await agent.request('GET', '/metrics');
   t.match(m.text, /routeshift_app_packets_total\{app="x",action="local",uplink="eth0"\} 0/);

@@ -41,7 +41,7 @@ const Y = '10.200.0.11';
 const whole = (address: string): AppKey => ({ address, proto: 'any', port: 0 });
 const udpKey = (address: string, port: number): AppKey => ({ address, proto: 'udp', port });
 const entry = (k: AppKey): RedirectValue | undefined => dp.redirect.lookup(k);
-const names = (): string[] => store.listApps().map((a) => a.name);
+const names = (): string[] => store.listApps().apps.map((a) => a.name);
 const body = (address: string, extra: Record<string, unknown> = {}): Record<string, unknown> => ({ address, dev: 'eth1', ...extra });
 
 /** Verdict of a UDP packet to address:port arriving on the uplink. */
@@ -150,6 +150,6 @@ t.test('a kernel refusal part-way through a change is undone whole (placeholders
     'the map refuses the second new slot: a 409 that says what to do',
   );
   t.same({ redirect: dump(small.redirect), meta: dump(small.meta), names: dump(small.names) }, before, 'redirect, names and meta are exactly as before: the slot that was written is taken back');
-  t.same(s.listApps().map((a) => a.name), ['p1', 'p2']);
+  t.same(s.listApps().apps.map((a) => a.name), ['p1', 'p2']);
   t.same(s.counts, { apps: 2, deliveries: 0 });
 });

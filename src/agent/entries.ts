@@ -25,6 +25,7 @@ import {
   parseBatchOp,
   parseDeliveryBody,
   parseName,
+  parsePageQuery,
   type ActionSpec,
   type AppSpec,
   type BatchOp,
@@ -234,15 +235,30 @@ export class EntryStore {
 
   // ------------------------------------------------------------ reads --
 
-  /** Every entry of a kind, sorted by name (read from the maps in batches). */
-  #all(kind: EntryKind): Entry[] {
+  /**
+   * One page of the entries of a kind, sorted by name within the page, and
+   * the cursor of the next page (null after the last). Pages follow the
+   * name index's own order, so a million entries are listed without ever
+   * holding them all; entries changed while a listing is paged through may
+   * be missed or seen twice.
+   */
+  #page(kind: EntryKind, query: unknown): { entries: Entry[]; next: string | null } {
+    const { limit, cursor } = parsePageQuery(query);
     const out: Entry[] = [];
-    for (const [appId, meta] of this.dp.meta.entries()) if (meta.kind === kind) out.push({ appId, meta });
-    return out.sort((a, b) => (a.meta.name < b.meta.name ? -1 : a.meta.name > b.meta.name ? 1 : 0));
+    let token = cursor;
+    do {
+      const page = this.dp.meta.page(token, limit - out.length);
+      for (const [appId, meta] of page.entries) if (meta.kind === kind) out.push({ appId, meta });
+      token = page.next;
+    } while (token && out.length < limit);
+    out.sort((a, b) => (a.meta.name < b.meta.name ? -1 : a.meta.name > b.meta.name ? 1 : 0));
+    return { entries: out, next: token ? token.toString('hex') : null };
   }
 
-  listApps(): AppView[] {
-    return this.#all('app').map((e) => this.#appView(e));
+  /** `query`: `{limit?, cursor?}` (strings, as in a URL). */
+  listApps(query?: unknown): { apps: AppView[]; next: string | null } {
+    const { entries, next } = this.#page('app', query);
+    return { apps: entries.map((e) => this.#appView(e)), next };
   }
 
   getApp(name: string): AppView {
@@ -251,8 +267,9 @@ export class EntryStore {
     return this.#appView(e);
   }
 
-  listDeliveries(): DeliveryView[] {
-    return this.#all('delivery').map((e) => this.#deliveryView(e));
+  listDeliveries(query?: unknown): { deliveries: DeliveryView[]; next: string | null } {
+    const { entries, next } = this.#page('delivery', query);
+    return { deliveries: entries.map((e) => this.#deliveryView(e)), next };
   }
 
   getDelivery(name: string): DeliveryView {

@@ -52,14 +52,21 @@ export function releaseMemory(): void {
   addon().trimMemory();
 }
 
-let scheduled = false;
+/** Quiet time after the last heavy request before memory is given back. */
+export const RELEASE_QUIET_MS = 250;
 
-/** Release once the current turn (sending the response) is done; coalesces bursts. */
+let timer: NodeJS.Timeout | undefined;
+
+/**
+ * Release once the agent has been quiet for RELEASE_QUIET_MS: a listing
+ * paged through a million entries, or a load in many batches, pays for
+ * one release at the end, not one per request (each costs ~0.1 s).
+ */
 export function scheduleRelease(): void {
-  if (scheduled) return;
-  scheduled = true;
-  setImmediate(() => {
-    scheduled = false;
+  if (timer) clearTimeout(timer);
+  timer = setTimeout(() => {
+    timer = undefined;
     releaseMemory();
-  });
+  }, RELEASE_QUIET_MS);
+  timer.unref();
 }

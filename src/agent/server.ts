@@ -54,9 +54,9 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
   app.setNotFoundHandler(async (req, reply) => reply.code(404).send({ error: `no route ${req.method} ${req.url}` }));
 
   const { store } = opts;
-  // Requests that leave tens of MB of garbage (a large batch, a scrape of
-  // thousands of series): hand the memory back once fastify is done with
-  // them (memory.ts).
+  // Requests that leave tens of MB of garbage (a large batch, a full page of
+  // a listing, a scrape of thousands of series): hand the memory back once
+  // fastify is done with them (memory.ts).
   const large = new WeakSet<FastifyRequest>();
   app.addHook('onResponse', async (req) => {
     if (large.has(req)) scheduleRelease();
@@ -79,7 +79,11 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
     return reply.header('content-type', opts.metrics.contentType).send(text);
   });
 
-  app.get('/v1/apps', async () => ({ apps: store.listApps() }));
+  app.get('/v1/apps', async (req) => {
+    const page = store.listApps(req.query);
+    if (page.apps.length >= RELEASE_AFTER_OPS) large.add(req);
+    return page;
+  });
   app.get<NameParams>('/v1/apps/:name', async (req) => store.getApp(req.params.name));
   app.put<NameParams>('/v1/apps/:name', async (req, reply) => {
     const r = await serialized(() => store.putApp(req.params.name, req.body, 'api'));
@@ -91,7 +95,11 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
     return reply.code(204).send();
   });
 
-  app.get('/v1/deliveries', async () => ({ deliveries: store.listDeliveries() }));
+  app.get('/v1/deliveries', async (req) => {
+    const page = store.listDeliveries(req.query);
+    if (page.deliveries.length >= RELEASE_AFTER_OPS) large.add(req);
+    return page;
+  });
   app.get<NameParams>('/v1/deliveries/:name', async (req) => store.getDelivery(req.params.name));
   app.put<NameParams>('/v1/deliveries/:name', async (req, reply) => {
     const r = await serialized(() => store.putDelivery(req.params.name, req.body, 'api'));

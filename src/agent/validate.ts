@@ -166,6 +166,33 @@ export function parseBatchOp(raw: unknown, i: number): BatchOp {
   }
 }
 
+/** Listings come in pages: at most this many entries each (default DEFAULT_PAGE). */
+export const MAX_PAGE = 100_000;
+export const DEFAULT_PAGE = 10_000;
+
+export interface PageQuery {
+  limit: number;
+  /** Where the previous page ended (its `next`); absent for the first page. */
+  cursor: Buffer | null;
+}
+
+/** `?limit=N&cursor=C` of a listing. */
+export function parsePageQuery(query: unknown): PageQuery {
+  const o = object(query ?? {}, 'query');
+  onlyKeys(o, ['limit', 'cursor'], '');
+  let limit = DEFAULT_PAGE;
+  if (o.limit !== undefined) {
+    limit = typeof o.limit === 'string' && /^[0-9]{1,6}$/.test(o.limit) ? Number(o.limit) : NaN;
+    if (!(limit >= 1 && limit <= MAX_PAGE)) throw new FieldError('limit', `expected an integer 1..${MAX_PAGE}`);
+  }
+  let cursor: Buffer | null = null;
+  if (o.cursor !== undefined) {
+    if (typeof o.cursor !== 'string' || !/^[0-9a-f]{16}$/.test(o.cursor)) throw new FieldError('cursor', 'expected the `next` of a previous page');
+    cursor = Buffer.from(o.cursor, 'hex');
+  }
+  return { limit, cursor };
+}
+
 /** A key as a string, for indexes and conflict messages. */
 export function keyString(key: AppKey): string {
   return `${key.address}/${String(key.proto)}/${key.port}`;

@@ -133,9 +133,9 @@ export class BpfMap<K, V> implements Disposable {
   *entries(chunk = 4096): IterableIterator<[K, V]> {
     let token: Buffer | null = null;
     for (;;) {
-      let batch;
+      let page;
       try {
-        batch = this.#handle.lookupBatch(token, chunk);
+        page = this.page(token, chunk);
       } catch (err) {
         if (token === null && isErrno(err) && (err.code === 'EINVAL' || err.code === 'ENOTSUPP' || err.code === 'EOPNOTSUPP')) {
           yield* this.#entriesByKey();
@@ -143,14 +143,36 @@ export class BpfMap<K, V> implements Disposable {
         }
         throw err;
       }
-      for (let i = 0; i < batch.count; i++) {
-        yield [
-          this.keyCodec.decode(batch.keys, i * this.keyCodec.size),
-          this.valueCodec.decode(batch.values, i * this.valueCodec.size),
-        ];
+      yield* page.entries;
+      if (!page.next) return;
+      token = page.next;
+    }
+  }
+
+  /**
+   * One page of a resumable batched lookup: up to `count` entries, and the
+   * token that continues after them (null when the map is done). The kernel
+   * returns whole hash buckets: a page may end short of `count`, or, when a
+   * single bucket holds more than `count`, hold that whole bucket.
+   */
+  page(token: Buffer | null, count: number): { entries: [K, V][]; next: Buffer | null } {
+    let want = Math.max(1, count);
+    for (;;) {
+      let batch;
+      try {
+        batch = this.#handle.lookupBatch(token, want);
+      } catch (err) {
+        if (isErrno(err, 'ENOSPC') && want < 1 << 16) {
+          want *= 2; // the next bucket is larger than the page: take it whole
+          continue;
+        }
+        throw err;
       }
-      if (batch.done) return;
-      token = batch.token;
+      const entries: [K, V][] = [];
+      for (let i = 0; i < batch.count; i++) {
+        entries.push([this.keyCodec.decode(batch.keys, i * this.keyCodec.size), this.valueCodec.decode(batch.values, i * this.valueCodec.size)]);
+      }
+      return { entries, next: batch.done ? null : batch.token };
     }
   }
 

@@ -214,9 +214,7 @@ export class HttpAgentClient implements AgentApi {
   }
 
   async listApps(): Promise<App[]> {
-    const r = await this.request<{ apps: App[] }>('GET', '/v1/apps');
-    const body = expectObject(this.url, 'GET /v1/apps', r.body, ['apps']);
-    return expectArray(this.url, 'GET /v1/apps', body.apps);
+    return this.#listAll<App>('/v1/apps', 'apps');
   }
 
   async getApp(name: string): Promise<App | undefined> {
@@ -242,9 +240,24 @@ export class HttpAgentClient implements AgentApi {
   }
 
   async listDeliveries(): Promise<Delivery[]> {
-    const r = await this.request<{ deliveries: Delivery[] }>('GET', '/v1/deliveries');
-    const body = expectObject(this.url, 'GET /v1/deliveries', r.body, ['deliveries']);
-    return expectArray(this.url, 'GET /v1/deliveries', body.deliveries);
+    return this.#listAll<Delivery>('/v1/deliveries', 'deliveries');
+  }
+
+  /** Every page of a listing (the agent pages them: 10,000 per page), sorted by name. */
+  async #listAll<T extends { name: string }>(path: string, field: 'apps' | 'deliveries'): Promise<T[]> {
+    const out: T[] = [];
+    let cursor: string | null = null;
+    for (let pages = 0; ; pages++) {
+      if (pages > 100_000) throw new Error(`agent ${this.url}: GET ${path} did not end after 100,000 pages`);
+      const req = `GET ${path}${cursor ? `?cursor=${cursor}` : ''}`;
+      const r: { body?: Record<string, unknown> } = await this.request<Record<string, unknown>>('GET', cursor ? `${path}?cursor=${cursor}` : path);
+      const body: Record<string, unknown> = expectObject(this.url, req, r.body, [field]);
+      for (const item of expectArray<T>(this.url, req, body[field] as T[] | undefined)) out.push(item);
+      // An agent that does not page answers without `next`: that was everything.
+      cursor = typeof body.next === 'string' && /^[0-9a-f]{16}$/.test(body.next) ? body.next : null;
+      if (!cursor) break;
+    }
+    return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 
   async putDelivery(name: string, spec: DeliverySpec): Promise<Delivery> {
