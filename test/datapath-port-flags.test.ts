@@ -153,3 +153,45 @@ t.test('a kernel refusal part-way through a change is undone whole (placeholders
   t.same(s.listApps().apps.map((a) => a.name), ['p1', 'p2']);
   t.same(s.counts, { apps: 2, deliveries: 0 });
 });
+
+t.test('adoption repairs what a crash between map writes can leave, and counts what is live', async (t) => {
+  const pin = `${pinDir}-adopt`;
+  mkdirSync(pin, { recursive: true });
+  t.teardown(() => rmSync(pin, { recursive: true, force: true }));
+  const first = inNetns(net.ns.name, () => HostDatapath.open({ uplink: 'eth1', pinDir: pin, capacity: 64 }));
+  const s1 = new EntryStore(first, log, links);
+  for (const [name, i] of [['a1', 1], ['a2', 2], ['a3', 3], ['a4', 4]] as const) s1.putApp(name, body(`10.211.0.${i}`), 'test');
+  s1.putApp('p1', body('10.211.0.9', { proto: 'udp', port: 53 }), 'test');
+  s1.putDelivery('d1', body('10.211.1.1'), 'test');
+  const idOf = (name: string): number => s1.getApp(name).appId;
+  const [a1, a2, a3, a4] = ['a1', 'a2', 'a3', 'a4'].map(idOf) as [number, number, number, number];
+  // What crashes can leave: a name index entry missing (a1), pointing at another id (a2's
+  // name at a3's id), an extra name for a live id (ghost -> a4), an entry whose redirect
+  // write never landed (a3: meta and name, no redirect entry).
+  first.names.delete({ kind: 'app', name: 'a1' });
+  first.names.update({ kind: 'app', name: 'a2' }, a3);
+  first.names.update({ kind: 'app', name: 'ghost' }, a4);
+  first.redirect.delete(whole('10.211.0.3'));
+  first.detach();
+  first.close();
+
+  const again = inNetns(net.ns.name, () => HostDatapath.open({ uplink: 'eth1', pinDir: pin, capacity: 64 }));
+  t.teardown(() => {
+    again.detach();
+    again.close();
+  });
+  const s2 = new EntryStore(again, log, links);
+  const index = new Map([...again.names.entries()].map(([k, id]) => [`${k.kind}:${k.name}`, id]));
+  t.same(s2.counts, { apps: 4, deliveries: 1 }, 'a1 a2 a4 p1 and d1 are live; a3 never reached the data plane');
+  t.same(s2.listApps().apps.map((a) => a.name), ['a1', 'a2', 'a4', 'p1']);
+  t.equal(index.get('app:a1'), a1, 'a missing name is written back');
+  t.equal(index.get('app:a2'), a2, 'a name pointing at the wrong id is corrected');
+  t.notOk(index.has('app:ghost'), 'a name no meta entry carries is dropped');
+  t.notOk(index.has('app:a3'), 'the half-written entry is dropped, name and all');
+  t.equal(again.meta.lookup(a3), undefined);
+  t.equal(index.get('delivery:d1'), s2.getDelivery('d1').appId);
+  t.equal(index.size, 5, 'one name per live entry, nothing else');
+  t.equal(again.redirect.lookup(whole('10.211.0.9'))?.action, 'ports-only', 'p1 still has its placeholder');
+  s2.putApp('a3', body('10.211.0.3'), 'test');
+  t.equal(s2.counts.apps, 5, 'the dropped name can be used again');
+});

@@ -97,6 +97,33 @@ function counter(c: { packets: bigint; bytes: bigint }): CounterView {
 }
 
 const nameId = (kind: EntryKind, name: string): string => `${kind}:${name}`;
+const keyId = (kind: EntryKind, key: AppKey): string => `${kind}:${keyString(key)}`;
+
+// What adoption knows of each id (#adopt).
+const HAS_META = 1;
+const IS_DELIVERY = 2;
+const KEY_OK = 4;
+const NAME_OK = 8;
+
+/**
+ * A 53-bit hash of a string (two 32-bit multiplicative hashes, combined):
+ * adoption compares what an id claims against what the maps hold without
+ * keeping the strings. A false match needs a corrupt entry whose key or
+ * name collides with the right one: about one in 2^53.
+ */
+function hash53(s: string): number {
+  let a = 0x811c9dc5;
+  let b = 0x01000193 ^ s.length;
+  for (let i = 0; i < s.length; i++) {
+    const ch = s.charCodeAt(i);
+    a = Math.imul(a ^ ch, 0x01000193);
+    b = Math.imul(b ^ ch, 0x5bd1e995);
+    b ^= b >>> 15;
+  }
+  a = Math.imul(a ^ (a >>> 16), 0x85ebca6b);
+  b = Math.imul(b ^ (b >>> 13), 0xc2b2ae35);
+  return (b & 0x1fffff) * 0x100000000 + (a >>> 0);
+}
 
 /** A batch yields to the event loop after staging this many ops. */
 const STAGE_SLICE = 1024;
@@ -191,37 +218,67 @@ export class EntryStore {
    * and repair what a crash between two map writes may have left: a name
    * whose entry never reached its map is dropped, a missing index entry is
    * written. Returns the addresses whose whole-address flag must be checked.
+   *
+   * One batched pass over each map, no lookup per entry (a million entries
+   * adopt in seconds): the first pass notes what each id's meta entry
+   * claims (its key and its name, as 53-bit hashes), the others confirm
+   * those claims from the data plane's maps and the name index. Only what
+   * fails to match is looked up exactly.
    */
   #adopt(): string[] {
-    const stale: number[] = [];
-    const flagged = new Set<string>();
     const c = this.#catalog;
+    const capacity = this.dp.capacity;
+    const state = new Uint8Array(capacity);
+    const keyClaim = new Float64Array(capacity);
+    const nameClaim = new Float64Array(capacity);
+    const outOfRange: number[] = [];
     for (const [appId, meta] of this.dp.meta.entries()) {
-      const value = meta.kind === 'app' ? this.dp.redirect.lookup(meta.key) : this.dp.deliver.lookup(meta.key);
-      if (value === undefined || value.appId !== appId) {
-        stale.push(appId);
+      if (appId >= capacity) {
+        outOfRange.push(appId);
         continue;
       }
-      c.setId(appId, true);
-      if (meta.kind === 'app') {
-        c.counts.apps++;
-        if (isPortKey(meta.key)) c.countPortKey(meta.key.address, +1);
-        else if ('ports' in value && value.ports) flagged.add(meta.key.address);
-      } else {
-        c.counts.deliveries++;
-      }
-      if (this.dp.names.lookup({ kind: meta.kind, name: meta.name }) !== appId) {
-        this.dp.names.update({ kind: meta.kind, name: meta.name }, appId);
-      }
+      state[appId] = HAS_META | (meta.kind === 'delivery' ? IS_DELIVERY : 0);
+      keyClaim[appId] = hash53(keyId(meta.kind, meta.key));
+      nameClaim[appId] = hash53(nameId(meta.kind, meta.name));
     }
+
+    // An id is live when the entry at its key carries it.
+    const flagged = new Set<string>();
+    const confirm = (kind: EntryKind, key: AppKey, appId: number): boolean => {
+      const want = HAS_META | (kind === 'delivery' ? IS_DELIVERY : 0);
+      if (appId >= capacity || (state[appId]! & (HAS_META | IS_DELIVERY | KEY_OK)) !== want) return false;
+      if (keyClaim[appId] !== hash53(keyId(kind, key))) return false;
+      state[appId]! |= KEY_OK;
+      c.setId(appId, true);
+      return true;
+    };
+    for (const [key, value] of this.dp.redirect.entries()) {
+      if (value.action === 'ports-only' || !confirm('app', key, value.appId)) continue;
+      c.counts.apps++;
+      if (isPortKey(key)) c.countPortKey(key.address, +1);
+      else if (value.ports) flagged.add(key.address);
+    }
+    for (const [key, value] of this.dp.deliver.entries()) if (confirm('delivery', key, value.appId)) c.counts.deliveries++;
+
+    const stale = outOfRange;
+    for (let id = 0; id < capacity; id++) if ((state[id]! & (HAS_META | KEY_OK)) === HAS_META) stale.push(id);
     for (const id of stale) this.dp.meta.delete(id);
-    // Streamed: with a million names, a list of them all would be most of the agent's memory.
-    const dropped = new Set(stale);
+
+    // The name index: each live id needs exactly its own name pointing at it.
     const orphans: [{ kind: EntryKind; name: string }, number][] = [];
-    for (const [k, id] of this.dp.names.entries()) if (!c.idUsed(id) || dropped.has(id)) orphans.push([k, id]);
+    for (const [k, id] of this.dp.names.entries()) {
+      if (id < capacity && (state[id]! & (KEY_OK | NAME_OK)) === KEY_OK && nameClaim[id] === hash53(nameId(k.kind, k.name))) state[id]! |= NAME_OK;
+      else orphans.push([k, id]);
+    }
     for (const [k, id] of orphans) {
       const meta = this.dp.meta.lookup(id);
-      if (!meta || meta.kind !== k.kind || meta.name !== k.name) this.dp.names.delete(k);
+      if (!meta || meta.kind !== k.kind || meta.name !== k.name || (state[id]! & NAME_OK) !== 0) this.dp.names.delete(k);
+      else state[id]! |= NAME_OK;
+    }
+    for (let id = 0; id < capacity; id++) {
+      if ((state[id]! & (KEY_OK | NAME_OK)) !== KEY_OK) continue;
+      const meta = this.dp.meta.lookup(id);
+      if (meta) this.dp.names.update({ kind: meta.kind, name: meta.name }, id);
     }
     if (c.counts.apps || c.counts.deliveries || stale.length) {
       this.log.info({ ...c.counts, dropped: stale.length }, 'adopted pinned entries');

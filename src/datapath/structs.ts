@@ -251,9 +251,10 @@ export function protoNumber(proto: Proto): number {
   return n;
 }
 
+const PROTO_NAMES = new Map<number, ProtoName>(Object.entries(PROTO_NUMBERS).map(([name, num]) => [num, name as ProtoName]));
+
 export function protoName(n: number): Proto {
-  for (const [name, num] of Object.entries(PROTO_NUMBERS)) if (num === n) return name as ProtoName;
-  return n;
+  return PROTO_NAMES.get(n) ?? n;
 }
 
 /** Write an address's 16 bytes at `offset`; returns its family. Errors name the field. */
