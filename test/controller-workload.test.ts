@@ -6,12 +6,13 @@
  * route in that namespace. The root namespace is never touched.
  */
 import t from 'tap';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { NetnsRouteHook, createAnnounceHook, type Announcement } from '../src/controller/announce.js';
 import { ExecDriver } from '../src/workload/exec.js';
-import { NetnsProcessDriver } from '../src/workload/netns-process.js';
+import { NetnsProcessDriver, findTagged } from '../src/workload/netns-process.js';
 import { NoneDriver } from '../src/workload/none.js';
 import { isAlive } from '../src/workload/process.js';
 import { probeUdp } from '../src/workload/probe.js';
@@ -84,6 +85,39 @@ t.test('netns-process: starts the app in the namespace, probes it, stops only it
   await d.stop(app, dest, ctx);
   t.ok(noteLog.some((m) => /nothing stopped/.test(m)), 'stop again is a no-op');
   await t.rejects(d.probe(app, dest, ctx), /never started/);
+});
+
+t.test('netns-process: a controller killed between spawn and record leaves no orphan and no second copy', async (t) => {
+  // What a controller SIGKILLed right after the spawn leaves: the intent record
+  // (written before the spawn) and a process carrying its tag.
+  const stateDir = join(tmp, 'state-intent');
+  const d = new NetnsProcessDriver({ sourceNetns: ns.name, destNetns: ns.name, command: 'sleep 30', stateDir });
+  const recordFile = join(stateDir, 'workload', `${ns.name}--x.json`);
+  const tag = 'feedc0ffee0123456789abcd';
+  mkdirSync(join(stateDir, 'workload'), { recursive: true });
+  writeFileSync(recordFile, JSON.stringify({ tag, netns: ns.name, command: 'sleep 30', startedAt: new Date().toISOString(), log: '/dev/null' }) + '\n');
+  const orphan = spawn('ip', ['netns', 'exec', ns.name, 'sh', '-c', 'exec sleep 30'], { detached: true, stdio: 'ignore', env: { ...process.env, ROUTESHIFT_APP_TAG: tag } });
+  t.teardown(() => {
+    if (orphan.exitCode === null && orphan.signalCode === null) orphan.kill('SIGKILL');
+  });
+  await new Promise((r) => orphan.once('spawn', r));
+  t.ok(await until(async () => findTagged(tag)?.pid === orphan.pid, 3000), 'the process is found by its tag');
+
+  await d.start(app, source, ctx);
+  t.equal(d.running(app, source)?.pid, orphan.pid, 'start adopts it instead of starting a second copy');
+  t.equal((JSON.parse(readFileSync(recordFile, 'utf8')) as { pid?: number }).pid, orphan.pid, 'and completes the record');
+  await d.stop(app, source, ctx);
+  t.ok(await until(async () => orphan.exitCode !== null || orphan.signalCode !== null, 5000), 'stop ends it');
+
+  // An intent whose process never started: nothing to adopt, a fresh start.
+  writeFileSync(recordFile, JSON.stringify({ tag: 'deadbeefdeadbeefdeadbeef', netns: ns.name, command: 'sleep 30', startedAt: new Date().toISOString(), log: '/dev/null' }) + '\n');
+  t.notOk(d.running(app, source), 'an intent without a process is not a running app');
+  t.notOk(existsSync(recordFile), 'and is cleared');
+  await d.start(app, source, ctx);
+  const fresh = d.running(app, source);
+  t.ok(fresh && fresh.pid !== orphan.pid, 'start then starts the app');
+  t.match(readFileSync(`/proc/${fresh!.pid}/environ`, 'latin1'), /ROUTESHIFT_APP_TAG=[0-9a-f]{24}/, 'carrying a tag of its own');
+  await d.stop(app, source, ctx);
 });
 
 t.test('netns-process: a process that exits makes probe fail at once', async (t) => {

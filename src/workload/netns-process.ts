@@ -11,12 +11,19 @@
  * app's PID; a command that forks and exits is not supported (its children
  * would not be ours to kill).
  *
+ * The record is written twice: before the spawn, an intent with a random
+ * tag that the process carries in its environment (ROUTESHIFT_APP_TAG);
+ * after it, the PID. A controller killed between the two leaves an intent:
+ * the next start, stop or cleanup finds the process by its tag instead of
+ * starting a second copy or leaving an orphan.
+ *
  * Ready = the recorded process is alive and, if a probe is configured, the
  * probe answers (run inside the app's namespace unless the probe names
  * another one). A process that already exited makes `probe` throw, so READY
  * fails at once instead of waiting for its timeout.
  */
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import type { DriverContext, ProbeSpec, WorkloadApp, WorkloadDriver, WorkloadHost } from './driver.js';
@@ -38,6 +45,35 @@ interface ProcessRecord extends ProcessIdentity {
   command: string;
   startedAt: string;
   log: string;
+  /** In the process's environment as ROUTESHIFT_APP_TAG. */
+  tag?: string;
+}
+
+/** What is written before the spawn: everything but the PID. */
+type Intent = Omit<ProcessRecord, 'pid' | 'startTime'> & { tag: string };
+
+const TAG_VAR = 'ROUTESHIFT_APP_TAG';
+
+/**
+ * The process carrying `tag` in its environment, if one runs: the earliest
+ * started of them (the app; its children inherit the tag).
+ */
+export function findTagged(tag: string): ProcessIdentity | undefined {
+  const needle = `${TAG_VAR}=${tag}`;
+  let found: ProcessIdentity | undefined;
+  for (const entry of readdirSync('/proc')) {
+    if (!/^[0-9]+$/.test(entry)) continue;
+    let environ: string;
+    try {
+      environ = readFileSync(`/proc/${entry}/environ`, 'latin1');
+    } catch {
+      continue; // exited, or a kernel thread
+    }
+    if (!environ.split('\0').includes(needle)) continue;
+    const id = identify(Number(entry));
+    if (id && isAlive(id) && (!found || BigInt(id.startTime) < BigInt(found.startTime))) found = id;
+  }
+  return found;
 }
 
 const NETNS_RE = /^[A-Za-z0-9_.-]{1,64}$/;
@@ -52,8 +88,9 @@ export function killRecordedApps(stateDir: string): void {
   for (const f of existsSync(dir) ? readdirSync(dir) : []) {
     if (!f.endsWith('.json')) continue;
     try {
-      const rec = JSON.parse(readFileSync(join(dir, f), 'utf8')) as ProcessIdentity;
-      if (isAlive(rec)) process.kill(rec.pid, 'SIGKILL');
+      const rec = JSON.parse(readFileSync(join(dir, f), 'utf8')) as Partial<ProcessRecord>;
+      const id = typeof rec.pid === 'number' ? (rec as ProcessIdentity) : rec.tag ? findTagged(rec.tag) : undefined;
+      if (id && isAlive(id)) process.kill(id.pid, 'SIGKILL');
     } catch {
       /* unreadable record, or the process just ended */
     }
@@ -96,6 +133,8 @@ export class NetnsProcessDriver implements WorkloadDriver {
     mkdirSync(this.dir, { recursive: true });
     const command = expand(this.opts.command, templateVars(app, host));
     const log = join(this.dir, `${ns}--${app.name}.log`);
+    const intent: Intent = { tag: randomBytes(12).toString('hex'), netns: ns, command, startedAt: new Date().toISOString(), log };
+    writeDurably(path, JSON.stringify(intent) + '\n');
     const logFd = openSync(log, 'a');
     let pid: number;
     try {
@@ -103,6 +142,7 @@ export class NetnsProcessDriver implements WorkloadDriver {
         // Own session: the app survives the controller's terminal going away.
         detached: true,
         stdio: ['ignore', logFd, logFd],
+        env: { ...process.env, [TAG_VAR]: intent.tag },
       });
       pid = await new Promise<number>((resolve, reject) => {
         child.once('error', (err) => reject(new Error(`cannot start ${app.name} in ${ns}: ${err.message}`)));
@@ -113,8 +153,11 @@ export class NetnsProcessDriver implements WorkloadDriver {
       closeSync(logFd);
     }
     const id = identify(pid);
-    if (!id) throw new Error(`${app.name} in ${ns} exited at once (see ${log})`);
-    const rec: ProcessRecord = { ...id, netns: ns, command, startedAt: new Date().toISOString(), log };
+    if (!id) {
+      rmSync(path, { force: true });
+      throw new Error(`${app.name} in ${ns} exited at once (see ${log})`);
+    }
+    const rec: ProcessRecord = { ...intent, ...id };
     writeDurably(path, JSON.stringify(rec) + '\n');
     ctx.log(`started ${app.name} in ${ns} (pid ${id.pid})`);
   }
@@ -142,6 +185,11 @@ export class NetnsProcessDriver implements WorkloadDriver {
     ctx.log(how === 'not-running' ? `${app.name} in ${ns} had already exited` : `stopped ${app.name} in ${ns} (pid ${rec.pid}, ${how})`);
   }
 
+  /**
+   * The record of this app's process. An intent (a controller died between
+   * spawn and record) is completed from the process carrying its tag, or
+   * removed when no such process runs.
+   */
   private readRecord(path: string): ProcessRecord | undefined {
     let text: string;
     try {
@@ -151,8 +199,16 @@ export class NetnsProcessDriver implements WorkloadDriver {
       throw err;
     }
     const r = JSON.parse(text) as Partial<ProcessRecord>;
-    if (typeof r.pid !== 'number' || typeof r.startTime !== 'string') throw new Error(`corrupt process record ${path}`);
-    return r as ProcessRecord;
+    if (typeof r.pid === 'number' && typeof r.startTime === 'string') return r as ProcessRecord;
+    if (typeof r.tag !== 'string') throw new Error(`corrupt process record ${path}`);
+    const id = findTagged(r.tag);
+    if (!id) {
+      rmSync(path, { force: true });
+      return undefined;
+    }
+    const rec = { ...(r as Intent), ...id };
+    writeDurably(path, JSON.stringify(rec) + '\n');
+    return rec;
   }
 }
 
