@@ -109,6 +109,13 @@ void MapHandle::CheckKey(Napi::Env env, const Napi::Buffer<uint8_t>& key, const 
   }
 }
 
+void MapHandle::CheckValue(Napi::Env env, const Napi::Buffer<uint8_t>& value, const char* op, const char* what) const {
+  if (value.Length() != ValueBytes()) {
+    throw Napi::RangeError::New(env, What(op) + ": " + what + " is " + std::to_string(value.Length()) +
+                                         " bytes, expected " + std::to_string(ValueBytes()));
+  }
+}
+
 Napi::Value MapHandle::Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object o = Napi::Object::New(env);
@@ -147,10 +154,7 @@ Napi::Value MapHandle::LookupInto(const Napi::CallbackInfo& info) {
   auto key = BufferArg(info, 0, "key");
   auto out = BufferArg(info, 1, "out");
   CheckKey(env, key, "lookup in");
-  if (out.Length() != ValueBytes()) {
-    throw Napi::RangeError::New(env, What("lookup in") + ": out is " + std::to_string(out.Length()) +
-                                         " bytes, expected " + std::to_string(ValueBytes()));
-  }
+  CheckValue(env, out, "lookup in", "out");
   if (bpf_map_lookup_elem(fd, key.Data(), out.Data()) != 0) {
     if (errno == ENOENT) return Napi::Boolean::New(env, false);
     ThrowErrno(env, errno, What("lookup in"));
@@ -165,10 +169,7 @@ Napi::Value MapHandle::Update(const Napi::CallbackInfo& info) {
   auto key = BufferArg(info, 0, "key");
   auto value = BufferArg(info, 1, "value");
   CheckKey(env, key, "update");
-  if (value.Length() != ValueBytes()) {
-    throw Napi::RangeError::New(env, What("update") + ": value is " + std::to_string(value.Length()) +
-                                         " bytes, expected " + std::to_string(ValueBytes()));
-  }
+  CheckValue(env, value, "update", "value");
   if (bpf_map_update_elem(fd, key.Data(), value.Data(), U32Arg(info, 2, BPF_ANY)) != 0) {
     ThrowErrno(env, errno, What("update"));
   }

@@ -21,6 +21,8 @@ class MapHandle : public Napi::ObjectWrap<MapHandle> {
   std::string What(const char* op) const;
   size_t ValueBytes() const;  // per-CPU maps: one rounded value per possible CPU
   void CheckKey(Napi::Env env, const Napi::Buffer<uint8_t>& key, const char* op) const;
+  // A value buffer (`what`: its name in the message) must hold exactly one value (per-CPU: all CPUs).
+  void CheckValue(Napi::Env env, const Napi::Buffer<uint8_t>& value, const char* op, const char* what) const;
 
   Napi::Value Info(const Napi::CallbackInfo& info);
   Napi::Value Lookup(const Napi::CallbackInfo& info);
