@@ -20,6 +20,7 @@ import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { repoRoot } from '../src/bpf/native.js';
+import { HttpAgentClient } from '../src/controller/agent-client.js';
 import type { AgentProcess } from '../src/testbed/agent-process.js';
 import { AgentRig, benchAddr, postBatch } from './agent-rig.js';
 import { rssOf, sleep } from './common.js';
@@ -80,6 +81,15 @@ export const agentMemory: Benchmark = {
       const loaded = rssOf(a.pid);
       const p = await probe(a, probeFile);
       const afterGc = rssOf(a.pid);
+
+      // Every entry listed through the API, as a controller planning a drain does (pages of 10,000).
+      const l0 = performance.now();
+      const listed = await new HttpAgentClient(a.url, { token: rig.token.token, timeoutMs: 600_000 }).listApps();
+      const listMs = performance.now() - l0;
+      if (listed.length !== n) throw new Error(`GET /v1/apps listed ${listed.length} apps, not ${n}`);
+      await sleep(1000);
+      const afterList = rssOf(a.pid);
+      ctx.log(`listed all ${n} apps through GET /v1/apps in ${(listMs / 1000).toFixed(1)} s; agent RSS 1 s later ${mb(afterList.rss)} MB`);
       const perEntry = (p.after.heapUsed - idleProbe.after.heapUsed) / n;
       const spaces = Object.fromEntries(p.spaces.filter((s) => s.used > MB).map((s) => [s.name, mb(s.used)]));
       ctx.log(
@@ -110,6 +120,7 @@ export const agentMemory: Benchmark = {
           note:
             `real agent (--capacity ${CAPACITY}), ${n} FORWARD entries via POST /v1/batch in chunks of ${chunk} (${(loadMs / 1000).toFixed(1)} s), RSS from /proc 1 s after the last chunk ` +
             `(the agent releases a large batch's memory once it has answered); peak while a chunk was staged ${mb(loaded.peak)} MB. ` +
+            `Listing all ${n} through GET /v1/apps (pages of 10,000): ${(listMs / 1000).toFixed(1)} s, RSS ${mb(afterList.rss)} MB 1 s after. ` +
             `In the agent: JS heap used ${mb(p.after.heapUsed)} MB after a full GC (idle ${mb(idleProbe.after.heapUsed)} MB): ≈ ${Math.round(perEntry)} bytes of heap per entry; RSS after that GC ${mb(afterGc.rss)} MB; external ${mb(p.after.external)} MB. BPF maps are kernel memory, not in RSS`,
           extra: {
             entries: n,
@@ -118,6 +129,8 @@ export const agentMemory: Benchmark = {
             rssAnonMB: mb(loaded.anon),
             peakRssMB: mb(loaded.peak),
             rssAfterGcMB: mb(afterGc.rss),
+            listAllMs: Math.round(listMs),
+            rssAfterListMB: mb(afterList.rss),
             idleRssMB: mb(idle.rss),
             heapUsedMB: mb(p.before.heapUsed),
             heapUsedAfterGcMB: mb(p.after.heapUsed),
