@@ -39,8 +39,7 @@ Napi::Buffer<uint8_t> BufferArg(const Napi::CallbackInfo& info, size_t i, const 
 Napi::Function MapHandle::Init(Napi::Env env) {
   Napi::Function ctor = DefineClass(
       env, "MapHandle",
-      {InstanceMethod("info", &MapHandle::Info), InstanceMethod("lookup", &MapHandle::Lookup),
-       InstanceMethod("lookupInto", &MapHandle::LookupInto),
+      {InstanceMethod("info", &MapHandle::Info), InstanceMethod("lookupInto", &MapHandle::LookupInto),
        InstanceMethod("update", &MapHandle::Update), InstanceMethod("delete", &MapHandle::Delete),
        InstanceMethod("nextKey", &MapHandle::NextKey),
        InstanceMethod("updateBatch", &MapHandle::UpdateBatch),
@@ -129,20 +128,6 @@ Napi::Value MapHandle::Info(const Napi::CallbackInfo& info) {
   o.Set("perCpu", per_cpu_);
   o.Set("possibleCpus", libbpf_num_possible_cpus());
   return o;
-}
-
-// lookup(key) -> Buffer | null (null when the key is absent).
-Napi::Value MapHandle::Lookup(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  int fd = Fd(env, "lookup in");
-  auto key = BufferArg(info, 0, "key");
-  CheckKey(env, key, "lookup in");
-  auto value = Napi::Buffer<uint8_t>::New(env, ValueBytes());
-  if (bpf_map_lookup_elem(fd, key.Data(), value.Data()) != 0) {
-    if (errno == ENOENT) return env.Null();
-    ThrowErrno(env, errno, What("lookup in"));
-  }
-  return value;
 }
 
 // lookupInto(key, out) -> true when found (the value is written into `out`),

@@ -25,7 +25,6 @@ class MapHandle : public Napi::ObjectWrap<MapHandle> {
   void CheckValue(Napi::Env env, const Napi::Buffer<uint8_t>& value, const char* op, const char* what) const;
 
   Napi::Value Info(const Napi::CallbackInfo& info);
-  Napi::Value Lookup(const Napi::CallbackInfo& info);
   Napi::Value LookupInto(const Napi::CallbackInfo& info);
   Napi::Value Update(const Napi::CallbackInfo& info);
   Napi::Value Delete(const Napi::CallbackInfo& info);

@@ -31,7 +31,6 @@ export interface NativeLookupBatch {
 export interface NativeMap {
   readonly fd: number;
   info(): NativeMapInfo;
-  lookup(key: Buffer): Buffer | null;
   /** Writes the value into `out` (the map's value size); false when absent. */
   lookupInto(key: Buffer, out: Buffer): boolean;
   update(key: Buffer, value: Buffer, flags: number): void;
