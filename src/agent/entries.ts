@@ -295,7 +295,7 @@ export class EntryStore {
   /**
    * One page of the entries of a kind, sorted by name within the page, and
    * the cursor of the next page (null after the last). Pages follow the
-   * name index's own order, so a million entries are listed without ever
+   * meta map's own order, so a million entries are listed without ever
    * holding them all; entries changed while a listing is paged through may
    * be missed or seen twice.
    */
@@ -568,6 +568,11 @@ class Plan {
     return l;
   }
 
+  /** The data-plane map change of a kind of entry. */
+  #change(kind: EntryKind): MapChange<AppKey, RedirectValue | DeliverValue> {
+    return (kind === 'app' ? this.#redirect : this.#deliver) as MapChange<AppKey, RedirectValue | DeliverValue>;
+  }
+
   #record(r: StagedResult): void {
     if (this.changed++ < LOGGED_CHANGES) this.results.push(r);
   }
@@ -622,8 +627,7 @@ class Plan {
       const key = wholeKey(address);
       const ks = keyString(key);
       const ports = this.#portCount(address) > 0;
-      const staged = this.#redirect.staged(ks);
-      const current = staged ? (staged.value ?? null) : (this.dp.redirect.lookup(key) ?? null);
+      const current = this.#redirect.current(key, ks) ?? null;
       let want: RedirectValue | null;
       if (this.#owner('app', key, ks) !== undefined) {
         if (!current || current.action === 'ports-only') continue; // staged by the op itself; cannot happen
@@ -669,7 +673,7 @@ class Plan {
         if (!e) throw new NotFoundError(`${field ? `${field}: ` : ''}no ${kind} named ${JSON.stringify(op.name)}`);
         const { key } = e.meta;
         const ks = keyString(key);
-        const before = kind === 'app' ? this.#redirect.staged(ks) ?? { value: this.dp.redirect.lookup(key) } : this.#deliver.staged(ks) ?? { value: this.dp.deliver.lookup(key) };
+        const before = this.#change(kind).current(key, ks);
         if (kind === 'app') {
           this.#stageRedirect(key, null, ks);
           if (isPortKey(key)) this.#countPortKey(key.address, -1);
@@ -688,7 +692,7 @@ class Plan {
         } else {
           this.#idsFreed.add(e.appId);
         }
-        this.#record({ op: op.op, name: op.name, before: before.value, after: undefined });
+        this.#record({ op: op.op, name: op.name, before, after: undefined });
         return;
       }
     }
@@ -704,8 +708,7 @@ class Plan {
   ): void {
     const existing = known ?? this.#entry(kind, name);
     const ks = keyString(spec.key);
-    const change = kind === 'app' ? this.#redirect : this.#deliver;
-    const staged = change.staged(ks);
+    const change = this.#change(kind);
     // Who holds the key, and what the map holds for it before this plan when that came with the answer.
     let owner: string | undefined = known ? name : undefined;
     let committed: { value: RedirectValue | DeliverValue | undefined } | undefined;
@@ -751,8 +754,9 @@ class Plan {
     }
     // What the map holds for the key now (as this plan sees it): read once, and handed
     // to the map change so apply needs no second lookup. No owner does not mean no value
-    // for an app key: a ports-only placeholder may hold it.
-    const before = staged ? staged.value : committed ? committed.value : existing || kind === 'app' ? change.map.lookup(spec.key) : undefined;
+    // for an app key: a ports-only placeholder may hold it. (A key the plan has staged
+    // has a planned owner, so `committed` is only set for keys the plan has not touched.)
+    const before = committed ? committed.value : change.current(spec.key, ks);
     if (!existing) this.#meta.insert(appId, meta);
     else if (!sameJson(existing.meta, meta)) this.#meta.upsert(appId, meta);
     if (!existing) {
@@ -763,7 +767,7 @@ class Plan {
     }
     const shownBefore = existing ? before : undefined;
     if (!sameJson(before, value)) {
-      (change as MapChange<AppKey, RedirectValue | DeliverValue>).upsert(spec.key, value, { value: before }, ks);
+      change.upsert(spec.key, value, { value: before }, ks);
     }
     this.#entries[kind].set(name, { appId, meta });
     this.#owners[kind].set(ks, name);

@@ -70,10 +70,10 @@ export class MapChange<K, V> implements Applicable {
     else this.#pending.set(id, { key, value: undefined, before: UNREAD });
   }
 
-  /** What this change writes for a key: absent when untouched, { value: undefined } when deleted. */
-  staged(id: KeyId): { value: V | undefined } | undefined {
+  /** What the map holds for a key as this change leaves it: what it stages, else what the map has now. */
+  current(key: K, id: KeyId = this.id(key)): V | undefined {
     const p = this.#pending.get(id);
-    return p ? { value: p.value } : undefined;
+    return p ? p.value : this.map.lookup(key);
   }
 
   get size(): number {
