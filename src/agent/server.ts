@@ -58,6 +58,9 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
   // a listing, a scrape of thousands of series): hand the memory back once
   // fastify is done with them (memory.ts).
   const large = new WeakSet<FastifyRequest>();
+  const releaseAfter = (req: FastifyRequest, entries: number): void => {
+    if (entries >= RELEASE_AFTER_OPS) large.add(req);
+  };
   app.addHook('onResponse', async (req) => {
     if (large.has(req)) scheduleRelease();
   });
@@ -73,15 +76,14 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
   app.get('/status', async () => opts.status());
   app.get('/metrics', async (req, reply) => {
     const text = await opts.metrics.render();
-    // A scrape of thousands of per-entry series leaves tens of MB behind: give them back too.
     const { apps, deliveries } = store.counts;
-    if (apps + deliveries >= RELEASE_AFTER_OPS) large.add(req);
+    releaseAfter(req, apps + deliveries);
     return reply.header('content-type', opts.metrics.contentType).send(text);
   });
 
   app.get('/v1/apps', async (req) => {
     const page = store.listApps(req.query);
-    if (page.apps.length >= RELEASE_AFTER_OPS) large.add(req);
+    releaseAfter(req, page.apps.length);
     return page;
   });
   app.get<NameParams>('/v1/apps/:name', async (req) => store.getApp(req.params.name));
@@ -97,7 +99,7 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
 
   app.get('/v1/deliveries', async (req) => {
     const page = store.listDeliveries(req.query);
-    if (page.deliveries.length >= RELEASE_AFTER_OPS) large.add(req);
+    releaseAfter(req, page.deliveries.length);
     return page;
   });
   app.get<NameParams>('/v1/deliveries/:name', async (req) => store.getDelivery(req.params.name));
@@ -112,7 +114,7 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
 
   app.post('/v1/batch', async (req) => {
     const applied = await serialized(() => store.batch(req.body, 'api'));
-    if (applied >= RELEASE_AFTER_OPS) large.add(req);
+    releaseAfter(req, applied);
     return { applied };
   });
   return app;
