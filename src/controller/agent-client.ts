@@ -249,12 +249,13 @@ export class HttpAgentClient implements AgentApi {
     let cursor: string | null = null;
     for (let pages = 0; ; pages++) {
       if (pages > 100_000) throw new Error(`agent ${this.url}: GET ${path} did not end after 100,000 pages`);
-      const req = `GET ${path}${cursor ? `?cursor=${cursor}` : ''}`;
-      const r: { body?: Record<string, unknown> } = await this.request<Record<string, unknown>>('GET', cursor ? `${path}?cursor=${cursor}` : path);
+      const url = cursor ? `${path}?cursor=${encodeURIComponent(cursor)}` : path;
+      const req = `GET ${url}`;
+      const r: { body?: Record<string, unknown> } = await this.request<Record<string, unknown>>('GET', url);
       const body: Record<string, unknown> = expectObject(this.url, req, r.body, [field]);
       for (const item of expectArray<T>(this.url, req, body[field] as T[] | undefined)) out.push(item);
-      // An agent that does not page answers without `next`: that was everything.
-      cursor = typeof body.next === 'string' && /^[0-9a-f]{16}$/.test(body.next) ? body.next : null;
+      // The cursor is the agent's to read; an agent that does not page answers without `next`.
+      cursor = typeof body.next === 'string' && body.next !== '' ? body.next : null;
       if (!cursor) break;
     }
     return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
