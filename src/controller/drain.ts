@@ -25,7 +25,7 @@ import { hostname } from 'node:os';
 import { type AgentApi, type AgentConnector, type App, type Op, checkName } from './agent-client.js';
 import { type AnnounceHook, type AnnounceSpec, createAnnounceHook } from './announce.js';
 import { AppLock, Journal, acquireLock, newJournalId, type Facts, type Outcome, type PlanRecord, type Step, type Timing } from './journal.js';
-import { Migration, message, type MigrationObserver, type MigrationResult } from './machine.js';
+import { Migration, message, round, type MigrationObserver, type MigrationResult } from './machine.js';
 import type { ControllerMetrics } from './metrics.js';
 import { announcement, original, sleep } from './steps.js';
 import { createDriver, type DriverSpec, type WorkloadDriver } from '../workload/index.js';
@@ -240,7 +240,7 @@ export async function drain(opts: DrainOptions): Promise<DrainResult> {
     await journal.close();
     for (const l of locks) l.release();
   }
-  result.totalMs = Math.round((performance.now() - t0) * 100) / 100;
+  result.totalMs = round(performance.now() - t0);
   return result;
 }
 
@@ -248,7 +248,7 @@ export async function drain(opts: DrainOptions): Promise<DrainResult> {
 async function perApp(result: DrainResult, step: Step, group: Migration[], limit: number): Promise<void> {
   const t = performance.now();
   await mapLimit(group, limit, (m) => m.runStep(step));
-  result.phaseMs[step] = Math.round((performance.now() - t) * 100) / 100;
+  result.phaseMs[step] = round(performance.now() - t);
 }
 
 /**
@@ -269,7 +269,7 @@ async function batched(
   try {
     return await batchedSteps(result, step, group, limit, action);
   } finally {
-    result.phaseMs[step] = Math.round((performance.now() - t0) * 100) / 100;
+    result.phaseMs[step] = round(performance.now() - t0);
   }
 }
 
@@ -288,11 +288,11 @@ async function batchedSteps(
   } catch (err) {
     for (const m of group) m.ctx.note(`batched ${step} failed (${message(err)}); running it per app`);
     await mapLimit(group, limit, (m) => m.runStep(step));
-    result.batches[step] = Math.round((performance.now() - t) * 100) / 100;
+    result.batches[step] = round(performance.now() - t);
     return 'per-app';
   }
   const ms = performance.now() - t;
-  result.batches[step] = Math.round(ms * 100) / 100;
+  result.batches[step] = round(ms);
   await Promise.all(group.map((m) => m.complete(step, ms, factsOf ? factsOf(m) : undefined)));
   return 'batch';
 }

@@ -320,7 +320,8 @@ export function message(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-function round(ms: number): number {
+/** Milliseconds to two decimals, as results and the journal report them. */
+export function round(ms: number): number {
   return Math.round(ms * 100) / 100;
 }
 
