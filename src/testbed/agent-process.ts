@@ -66,7 +66,7 @@ export class AgentProcess {
   }
 
   static async start(opts: AgentProcessOptions): Promise<AgentProcess> {
-    // A temp dir only for what the caller did not place (it is never removed).
+    // A temp dir only for what the caller did not place (removed at exit, above).
     const dir = opts.tokenFile && opts.logFile ? '' : mkdtempSync(join(tmpdir(), 'rs-agent-'));
     if (dir) tempDirs.add(dir);
     const tokenFile = opts.tokenFile ?? join(dir, 'token');
