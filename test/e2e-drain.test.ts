@@ -20,7 +20,7 @@ import { join } from 'node:path';
 import type { Op } from '../src/controller/agent-client.js';
 import type { DrainResult } from '../src/controller/drain.js';
 import type { Timing } from '../src/controller/journal.js';
-import { APP_MAX_SECONDS, Bed, DEST, ECHO_EVERY, SOURCE, account, lastAppReport, runCli, sleep, startFlows, workloadApp } from './lib/e2e.js';
+import { APP_MAX_SECONDS, Bed, DEST, ECHO_EVERY, SOURCE, account, cliJson, lastAppReport, runCli, sleep, startFlows, workloadApp } from './lib/e2e.js';
 
 const N = 50;
 const PORT = 9000;
@@ -81,13 +81,7 @@ t.test(`drain of ${N} apps while each receives traffic: every app moves, no loss
   await sleep(100);
   await Promise.all(names.map((name, i) => driver.stop(workloadApp(name, addr(i)), DEST, noteCtx)));
 
-  let r: DrainResult;
-  try {
-    r = JSON.parse(out.stdout) as DrainResult;
-  } catch {
-    t.fail(`drain printed no JSON (exit ${out.code}): ${out.stdout.slice(0, 2000)} ${out.stderr}`);
-    return;
-  }
+  const r = cliJson<DrainResult>('drain', out);
   t.equal(out.code, 0, 'exit 0');
   t.equal(r.outcome, 'done', 'drain done');
   t.equal(r.apps.length, N, `${N} apps in the plan`);
@@ -152,13 +146,7 @@ t.test(`drain of ${ENTRIES} entries (driver none, entries only) completes`, asyn
     180_000,
   ).done;
   const wall = Date.now() - tDrain;
-  let r: DrainResult;
-  try {
-    r = JSON.parse(out.stdout) as DrainResult;
-  } catch {
-    t.fail(`drain printed no JSON (exit ${out.code}): ${out.stdout.slice(0, 2000)} ${out.stderr}`);
-    return;
-  }
+  const r = cliJson<DrainResult>('drain', out);
   t.comment(`drain of ${ENTRIES} entries: ${r.totalMs} ms (CLI process ${wall} ms); batched phases ${JSON.stringify(r.batches)}; switch ${r.switchMode}`);
   t.equal(out.code, 0, 'exit 0');
   t.equal(r.outcome, 'done');

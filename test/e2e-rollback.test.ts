@@ -22,7 +22,7 @@ import t from 'tap';
 import type { Timing } from '../src/controller/journal.js';
 import type { MigrationResult } from '../src/controller/machine.js';
 import { MIGRATION_APPS } from '../src/testbed/topology.js';
-import { APP_MAX_SECONDS, Bed, DEST, SOURCE, XHarness, describeStream, runCli } from './lib/e2e.js';
+import { APP_MAX_SECONDS, Bed, DEST, SOURCE, XHarness, cliJson, describeStream, runCli } from './lib/e2e.js';
 
 const PORT = 9000;
 const TIMING: Timing = { readyTimeoutMs: 1500, probeIntervalMs: 50, stopGraceMs: 300, announceGraceMs: 300, forwardAttempts: 3 };
@@ -56,13 +56,7 @@ async function migrateCli(o: { to?: string; command?: string } = {}): Promise<Ru
   const t0 = Date.now();
   const out = await run.done;
   const wallMs = Date.now() - t0;
-  const json = out.stdout.slice(out.stdout.indexOf('{'));
-  let result: MigrationResult;
-  try {
-    result = JSON.parse(json) as MigrationResult;
-  } catch {
-    throw new Error(`migrate printed no JSON (exit ${out.code}): ${out.stdout} ${out.stderr}`);
-  }
+  const result = cliJson<MigrationResult>('migrate', out);
   return {
     code: out.code,
     wallMs,

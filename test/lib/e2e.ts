@@ -626,6 +626,15 @@ export function runCli(args: string[], timeoutMs = 60_000): CliRun {
   return Object.assign(w, { done });
 }
 
+/** The JSON a CLI run printed (from its first `{`), or an error showing what it printed instead. */
+export function cliJson<T>(what: string, out: { code: number | null; stdout: string; stderr: string }): T {
+  try {
+    return JSON.parse(out.stdout.slice(out.stdout.indexOf('{'))) as T;
+  } catch {
+    throw new Error(`${what} printed no JSON (exit ${out.code}): ${out.stdout.slice(0, 2000)} ${out.stderr}`);
+  }
+}
+
 // ------------------------------------------------------------ the bed --
 
 /** How the netns-process driver runs the app (defaults: APP_PL on `port` in namespaces `<prefix>-{app}A` → `<prefix>-{app}B`). */
