@@ -5,7 +5,9 @@
       "sources": [
         "native/addon.cc",
         "native/errors.cc",
+        "native/link.cc",
         "native/map.cc",
+        "native/netlink.cc",
         "native/netns.cc",
         "native/object.cc",
         "native/program.cc"

@@ -17,12 +17,14 @@
 #include <string>
 
 #include "errors.h"
+#include "link.h"
 #include "map.h"
 #include "object.h"
 #include "program.h"
 
 namespace rs {
 void InitNetnsFunctions(Napi::Env env, Napi::Object exports);
+void InitNetlinkFunctions(Napi::Env env, Napi::Object exports);
 }
 
 namespace {
@@ -90,6 +92,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   rs::InitMapFunctions(env, exports);
   rs::InitProgramFunctions(env, exports);
   rs::InitNetnsFunctions(env, exports);
+  rs::InitNetlinkFunctions(env, exports);
+  rs::InitLinkFunctions(env, exports);
   exports.Set("possibleCpus", Napi::Function::New(env, PossibleCpus));
   exports.Set("ifHwAddr", Napi::Function::New(env, IfHwAddr));
   exports.Set("ifNameToIndex", Napi::Function::New(env, IfNameToIndex));

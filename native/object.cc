@@ -7,6 +7,7 @@
 #include <cerrno>
 
 #include "errors.h"
+#include "link.h"
 #include "map.h"
 #include "program.h"
 
@@ -16,9 +17,11 @@ Napi::Function ObjectHandle::Init(Napi::Env env) {
   return DefineClass(env, "ObjectHandle",
                      {InstanceMethod("setMapMaxEntries", &ObjectHandle::SetMapMaxEntries),
                       InstanceMethod("setMapPinPath", &ObjectHandle::SetMapPinPath),
+                      InstanceMethod("reuseMapFd", &ObjectHandle::ReuseMapFd),
                       InstanceMethod("load", &ObjectHandle::Load), InstanceMethod("programs", &ObjectHandle::Programs),
                       InstanceMethod("maps", &ObjectHandle::Maps), InstanceMethod("program", &ObjectHandle::Program),
-                      InstanceMethod("map", &ObjectHandle::Map), InstanceMethod("close", &ObjectHandle::Close)});
+                      InstanceMethod("map", &ObjectHandle::Map), InstanceMethod("attach", &ObjectHandle::Attach),
+                      InstanceMethod("close", &ObjectHandle::Close)});
 }
 
 // new ObjectHandle(path): opens (parses) the ELF file; nothing is loaded yet.
@@ -70,6 +73,19 @@ Napi::Value ObjectHandle::SetMapPinPath(const Napi::CallbackInfo& info) {
   std::string path = info[1].As<Napi::String>();
   int err = bpf_map__set_pin_path(FindMap(env, name), path.c_str());
   if (err) ThrowErrno(env, err, "set pin path of map " + name);
+  return env.Undefined();
+}
+
+// reuseMapFd(name, fd): at load, the object uses the map behind `fd` instead
+// of creating its own (libbpf duplicates the fd). libbpf takes over that
+// map's definition, name included, without comparing it with the object's.
+Napi::Value ObjectHandle::ReuseMapFd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string name = info[0].As<Napi::String>();
+  bpf_map* m = FindMap(env, name);
+  if (loaded_) ThrowErrno(env, EALREADY, "reuse a map fd for map " + name + " (object is already loaded)");
+  int err = bpf_map__reuse_fd(m, info[1].As<Napi::Number>().Int32Value());
+  if (err) ThrowErrno(env, err, "reuse a map fd for map " + name);
   return env.Undefined();
 }
 
@@ -142,6 +158,25 @@ Napi::Value ObjectHandle::Map(const Napi::CallbackInfo& info) {
   int dup_fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
   if (dup_fd < 0) ThrowErrno(env, errno, "duplicate fd of map " + name);
   return MapHandle::NewFromFd(env, dup_fd);
+}
+
+// attach(name) -> LinkHandle: attach a loaded program where its section
+// says (tp_btf/..., fentry/..., ...). The handle owns a duplicate of the
+// link fd; libbpf's own bpf_link is released at once.
+Napi::Value ObjectHandle::Attach(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string name = info[0].As<Napi::String>();
+  bpf_program* p = FindProgram(env, name);
+  if (bpf_program__fd(p) < 0) ThrowErrno(env, EBADFD, "program " + name + " is not loaded (call load first)");
+  BeginLogCapture();
+  bpf_link* link = bpf_program__attach(p);
+  if (!link) ThrowErrnoWithLog(env, errno, "attach program " + name + " (section " + bpf_program__section_name(p) + ")");
+  EndLogCapture();
+  int dup_fd = fcntl(bpf_link__fd(link), F_DUPFD_CLOEXEC, 3);
+  int err = errno;
+  bpf_link__destroy(link);  // closes libbpf's fd; the kernel link lives on in dup_fd
+  if (dup_fd < 0) ThrowErrno(env, err, "duplicate fd of the link of program " + name);
+  return LinkHandle::NewFromFd(env, dup_fd);
 }
 
 Napi::Value ObjectHandle::Close(const Napi::CallbackInfo& info) {

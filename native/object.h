@@ -1,5 +1,5 @@
 // One BPF ELF object: open, configure maps (size, pin path), load, hand out
-// programs and maps as independent handles, close.
+// programs and maps as independent handles, attach programs by section, close.
 #pragma once
 #include <napi.h>
 #include <string>
@@ -23,11 +23,13 @@ class ObjectHandle : public Napi::ObjectWrap<ObjectHandle> {
 
   Napi::Value SetMapMaxEntries(const Napi::CallbackInfo& info);
   Napi::Value SetMapPinPath(const Napi::CallbackInfo& info);
+  Napi::Value ReuseMapFd(const Napi::CallbackInfo& info);
   Napi::Value Load(const Napi::CallbackInfo& info);
   Napi::Value Programs(const Napi::CallbackInfo& info);
   Napi::Value Maps(const Napi::CallbackInfo& info);
   Napi::Value Program(const Napi::CallbackInfo& info);
   Napi::Value Map(const Napi::CallbackInfo& info);
+  Napi::Value Attach(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
 
   bpf_object* obj_ = nullptr;

@@ -41,7 +41,8 @@ Napi::Function ProgramHandle::Init(Napi::Env env) {
       env, "ProgramHandle",
       {InstanceMethod("info", &ProgramHandle::Info), InstanceMethod("attachXdp", &ProgramHandle::AttachXdp),
        InstanceMethod("attachTc", &ProgramHandle::AttachTc), InstanceMethod("testRun", &ProgramHandle::TestRun),
-       InstanceMethod("pin", &ProgramHandle::Pin), InstanceMethod("close", &ProgramHandle::Close),
+       InstanceMethod("bindMap", &ProgramHandle::BindMap), InstanceMethod("pin", &ProgramHandle::Pin),
+       InstanceMethod("close", &ProgramHandle::Close),
        InstanceAccessor("fd", &ProgramHandle::GetFd, nullptr)});
   constructor = new Napi::FunctionReference(Napi::Persistent(ctor));
   return ctor;
@@ -81,12 +82,33 @@ int ProgramHandle::Fd(Napi::Env env, const char* op) const {
 
 std::string ProgramHandle::What(const char* op) const { return std::string(op) + " program " + name_; }
 
+// info() -> {name, id, type, mapIds}. The map ids are read each time:
+// bindMap adds to them.
 Napi::Value ProgramHandle::Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
+  int fd = Fd(env, "read info of");
+  // Two calls: the first says how many maps, the second fills their ids.
+  // Repeated if maps were bound in between.
+  std::vector<__u32> ids;
+  for (;;) {
+    struct bpf_prog_info pi = {};
+    pi.nr_map_ids = static_cast<__u32>(ids.size());
+    pi.map_ids = reinterpret_cast<__u64>(ids.data());
+    __u32 len = sizeof(pi);
+    if (bpf_obj_get_info_by_fd(fd, &pi, &len) != 0) ThrowErrno(env, errno, What("read info of"));
+    if (pi.nr_map_ids <= ids.size()) {
+      ids.resize(pi.nr_map_ids);
+      break;
+    }
+    ids.resize(pi.nr_map_ids);
+  }
   Napi::Object o = Napi::Object::New(env);
   o.Set("name", name_);
   o.Set("id", id_);
   o.Set("type", type_);
+  Napi::Array map_ids = Napi::Array::New(env, ids.size());
+  for (uint32_t i = 0; i < ids.size(); i++) map_ids.Set(i, ids[i]);
+  o.Set("mapIds", map_ids);
   return o;
 }
 
@@ -173,6 +195,18 @@ Napi::Value ProgramHandle::TestRun(const Napi::CallbackInfo& info) {
   r.Set("data", Napi::Buffer<uint8_t>::Copy(env, out.data(), out_size ? opts.data_size_out : 0));
   if (!ctx_out.empty()) r.Set("ctx", Napi::Buffer<uint8_t>::Copy(env, ctx_out.data(), opts.ctx_size_out));
   return r;
+}
+
+// bindMap(mapFd): the program holds a reference to the map (and lists it in
+// its map ids) though its code never uses it, so the map lives as long as
+// the attached program and can be found through it.
+Napi::Value ProgramHandle::BindMap(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = Fd(env, "bind map to");
+  int map_fd = info[0].As<Napi::Number>().Int32Value();
+  int err = bpf_prog_bind_map(fd, map_fd, nullptr);
+  if (err) ThrowErrno(env, err, What("bind map to"));
+  return env.Undefined();
 }
 
 Napi::Value ProgramHandle::Pin(const Napi::CallbackInfo& info) {

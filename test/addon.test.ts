@@ -1,15 +1,20 @@
 /**
  * The native addon and its typed layer against the real kernel: object
  * loading, every map operation, XDP and TC attachment with traffic in a
- * network namespace, BPF_PROG_TEST_RUN, error codes, and fd hygiene.
+ * network namespace, BPF_PROG_TEST_RUN, maps bound to and shared between
+ * programs, BPF links (tp_btf attach, pin, reopen), error codes, and fd
+ * hygiene.
  */
 import t from 'tap';
-import { mkdtempSync, readdirSync, rmSync, unlinkSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   BpfMap,
   BpfObject,
+  Link,
+  LinkType,
   MapType,
+  TEST_XDP_LIVE_FRAMES,
   XdpAction,
   detachTc,
   detachXdp,
@@ -28,6 +33,7 @@ import { addon } from '../src/bpf/native.js';
 import { Netns, uniquePrefix, veth } from '../src/testbed/netns.js';
 
 const OBJ = join(process.cwd(), 'bpf/test/addon_test.o');
+const TRACE_OBJ = join(process.cwd(), 'bpf/test/trace_test.o');
 ensureBpffs();
 
 function codeOf(fn: () => unknown): string | undefined {
@@ -35,6 +41,15 @@ function codeOf(fn: () => unknown): string | undefined {
     fn();
   } catch (err) {
     return isErrno(err) ? err.code : `non-errno: ${String(err)}`;
+  }
+  return undefined;
+}
+
+function catchErr(fn: () => unknown): unknown {
+  try {
+    fn();
+  } catch (err) {
+    return err;
   }
   return undefined;
 }
@@ -261,6 +276,8 @@ t.test('XDP and TC attached on a veth in a namespace count real packets', async 
   ns.exec('tc', 'qdisc', 'add', 'dev', 'eth0', 'clsact');
   const att2 = inNetns(ns.name, () => tc.attachTc(ifindex, 'egress'));
   t.equal(att2.hookCreated, false);
+  t.equal(codeOf(() => inNetns(ns.name, () => tc.attachTc(ifindex, 'egress'))), 'EEXIST', 'a filter at the same handle and priority is refused');
+  t.equal(inNetns(ns.name, () => tc.attachTc(ifindex, 'egress', { replace: true })).hookCreated, false, 'unless replace takes its place');
   inNetns(ns.name, () => detachTc(att2));
   t.match(ns.exec('tc', 'qdisc', 'show', 'dev', 'eth0'), /clsact/, 'a pre-existing clsact qdisc is kept');
 });
@@ -278,4 +295,154 @@ t.test('no fd leak: 10,000 maps created and closed', async (t) => {
   // Objects too: open/load/close releases every program and map fd.
   for (let i = 0; i < 50; i++) BpfObject.load(OBJ).close();
   t.equal(fds(), before, 'fd count is flat after loading objects');
+});
+
+t.test('bindMap: a program holds a map its code never uses, lists it in mapIds and keeps it alive', async (t) => {
+  using obj = BpfObject.load(OBJ);
+  using p = obj.program('xdp_count');
+  using seen = obj.map('t_seen', u32, perCpu(u64));
+  t.same(p.mapIds(), [seen.info.id], 'xdp_count holds the one map its code uses');
+  const extra = BpfMap.create({ type: MapType.HASH, name: 'rs_bound', maxEntries: 4 }, u32, u64);
+  const id = extra.info.id;
+  extra.update(1, 11n);
+  p.bindMap(extra);
+  p.bindMap(extra);
+  t.same(p.mapIds().sort((x, y) => x - y), [seen.info.id, id].sort((x, y) => x - y), 'the bound map is listed once, binding twice is harmless');
+  extra.close();
+  // What a restarted agent does: find the map through the program, open it by id.
+  using found = BpfMap.fromId(id, u32, u64);
+  t.equal(found.lookup(1), 11n, 'the program kept the map (and its entry) alive after its last fd closed');
+  using raw = BpfMap.fromId(id);
+  t.same([raw.keyCodec.size, raw.valueCodec.size], [4, 8], 'fromId without codecs gives raw bytes of the map sizes');
+  const closed = BpfMap.create({ type: MapType.HASH, name: 'rs_closed', maxEntries: 1 }, u32, u64);
+  closed.close();
+  t.equal(codeOf(() => p.bindMap(closed)), 'EBADF', 'binding a closed map fails with EBADF');
+});
+
+t.test('reuseMaps: a second object loads onto the first object\'s map instead of making its own', async (t) => {
+  using first = BpfObject.load(OBJ);
+  using seen1 = first.map('t_seen', u32, perCpu(u64));
+  using hash1 = first.map('t_hash', u32, u64);
+  using second = BpfObject.load(OBJ, { reuseMaps: { t_seen: seen1, t_hash: hash1 } });
+  using seen2 = second.map('t_seen', u32, perCpu(u64));
+  using hash2 = second.map('t_hash', u32, u64);
+  t.equal(seen2.info.id, seen1.info.id, 'the same kernel map');
+  hash1.update(3, 33n);
+  t.equal(hash2.lookup(3), 33n, 'written through the first object, read through the second');
+  hash2.update(4, 44n);
+  t.equal(hash1.lookup(4), 44n, 'and the other way round');
+  using p2 = second.program('xdp_count');
+  t.ok(p2.mapIds().includes(seen1.info.id), "the second object's program uses the first object's map");
+  const total = (): bigint => (seen1.lookup(0) ?? []).reduce((x, y) => x + y, 0n);
+  const before = total();
+  p2.testRun(Buffer.alloc(64), { repeat: 3 });
+  t.equal(total(), before + 3n, "the second object's program counts into the first object's map");
+
+  using array = first.map('t_array', u32, u64);
+  let err: unknown;
+  try {
+    BpfObject.open(OBJ, { reuseMaps: { t_hash: array } });
+  } catch (e) {
+    err = e;
+  }
+  t.ok(isErrno(err, 'EINVAL'), 'a map of another shape is refused with EINVAL');
+  t.match((err as Error).message, /reuse map t_array \(id \d+\) as t_hash in .*addon_test\.o: type 2, expected 1; .*name t_array, expected t_hash/);
+  t.equal(
+    codeOf(() => BpfObject.open(OBJ, { reuseMaps: { t_hash: hash1 }, maxEntries: { t_hash: 32 } })),
+    'EINVAL',
+    'a reused map smaller than maxEntries asks for is refused (libbpf would keep its 16 silently)',
+  );
+  t.equal(codeOf(() => BpfObject.open(OBJ, { reuseMaps: { t_nope: hash1 } })), 'ENOENT', 'an unknown map name is ENOENT');
+});
+
+t.test('attach: a tp_btf program on xdp_redirect_err counts real failed redirects; a pinned link outlives its handle', async (t) => {
+  const prefix = uniquePrefix('rstr');
+  const ns = Netns.create(`${prefix}-h`);
+  t.teardown(() => ns.delete());
+  const peer = Netns.create(`${prefix}-p`);
+  t.teardown(() => peer.delete());
+  veth({ ns, dev: 'eth0' }, { ns: peer, dev: 'eth0' });
+  // The peer runs no XDP program and has GRO off: redirects into eth0 fail (EOPNOTSUPP).
+  ns.exec('ethtool', '-K', 'eth0', 'gro', 'off');
+  peer.exec('ethtool', '-K', 'eth0', 'gro', 'off');
+  const ifindex = inNetns(ns.name, () => ifindexOf('eth0'));
+  const peerIfindex = inNetns(peer.name, () => ifindexOf('eth0'));
+  const dir = mkdtempSync('/sys/fs/bpf/rs-addon-test-');
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+
+  using obj = BpfObject.load(TRACE_OBJ);
+  using redirect = obj.program('xdp_redirect_to');
+  using tracer = obj.program('trace_redirect_err');
+  using config = obj.map('tr_config', u32, u32);
+  using events = obj.map('tr_events', u32, u64);
+  config.update(0, redirect.id);
+  config.update(1, ifindex);
+  const count = (): bigint => events.lookup(0) ?? -1n;
+  const frame = Buffer.alloc(64);
+  frame.writeUInt16BE(0x0800, 12);
+  // Live frames: XDP_REDIRECT really goes to xdp_do_redirect_frame, which
+  // fires the tracepoint on failure (live runs report no retval).
+  const run = (frames: number): void => {
+    inNetns(ns.name, () => redirect.testRun(frame, { flags: TEST_XDP_LIVE_FRAMES, dataSizeOut: 0, repeat: frames }));
+  };
+
+  run(4);
+  t.equal(count(), 0n, 'nothing is counted before the program is attached');
+  const link = obj.attach('trace_redirect_err');
+  t.equal(link.type, LinkType.RAW_TRACEPOINT, 'a tp_btf program is a raw tracepoint link');
+  t.equal(link.info().progId, tracer.id, 'the link runs the tracer');
+  run(10);
+  t.equal(count(), 10n, 'each failed redirect fired xdp_redirect_err once');
+  t.equal(BigInt.asIntN(64, events.lookup(1) ?? 0n), -95n, 'with err -EOPNOTSUPP (the peer runs no XDP program)');
+  t.equal(events.lookup(2), BigInt(ifindex), 'and the target ifindex');
+
+  // The error is the veth's: with an XDP program on the peer the same redirects succeed.
+  using attachedObj = BpfObject.load(OBJ);
+  using pass = attachedObj.program('xdp_count');
+  inNetns(peer.name, () => pass.attachXdp(peerIfindex, { mode: 'native' }));
+  run(5);
+  inNetns(peer.name, () => detachXdp(peerIfindex, 'native'));
+  t.equal(count(), 10n, 'no redirect error while the peer runs XDP');
+
+  const pin = join(dir, 'redirect_err');
+  link.pin(pin);
+  link.close();
+  run(5);
+  t.equal(count(), 15n, 'the pinned link still counts after its handle closed');
+  t.equal(codeOf(() => link.info()), 'EBADF', 'the closed handle refuses');
+
+  const again = Link.openPinned(pin);
+  t.equal(again.id, link.id, 'the pin opens the same link');
+  t.equal(again.info().progId, tracer.id);
+  const update = catchErr(() => again.updateProgram(redirect));
+  t.ok(isErrno(update, 'EINVAL'), `a tracepoint link cannot change program (${(update as { code?: string }).code})`);
+  t.match((catchErr(() => again.updateProgram(redirect)) as Error).message, new RegExp(`^update program of link ${link.id}: E`));
+  unlinkSync(pin);
+  again.close();
+  run(5);
+  t.equal(count(), 15n, 'unpinned and closed: detached, nothing counted');
+  t.notOk(existsSync(pin));
+
+  events.pin(join(dir, 'map'));
+  const notLink = catchErr(() => Link.openPinned(join(dir, 'map')));
+  t.ok(isErrno(notLink, 'EINVAL'), 'opening a pinned map as a link is EINVAL');
+  t.match((notLink as Error).message, /not a link/);
+  t.equal(codeOf(() => Link.openPinned(join(dir, 'absent'))), 'ENOENT');
+  using plain = BpfObject.load(OBJ);
+  const noAuto = catchErr(() => plain.attach('xdp_count'));
+  t.ok(isErrno(noAuto), `a program whose section names no attach point is refused (${(noAuto as { code?: string }).code})`);
+  t.match((noAuto as Error).message, /attach program xdp_count \(section xdp\)/);
+});
+
+t.test('no fd leak: links attached and closed, programs asked for their map ids', async (t) => {
+  const fds = (): number => readdirSync('/proc/self/fd').length;
+  using obj = BpfObject.load(TRACE_OBJ);
+  using p = obj.program('xdp_redirect_to');
+  obj.attach('trace_redirect_err').close();
+  const before = fds();
+  for (let i = 0; i < 50; i++) {
+    obj.attach('trace_redirect_err').close();
+    p.mapIds();
+  }
+  t.equal(fds(), before, 'fd count is flat');
 });

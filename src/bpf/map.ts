@@ -3,7 +3,7 @@
  * codec, so callers deal in TypeScript values and no other module touches
  * bytes. Sizes are checked here, before any syscall.
  */
-import type { Codec } from './codec.js';
+import { rawBytes, type Codec } from './codec.js';
 import { addon, isErrno, type NativeMap, type NativeMapInfo } from './native.js';
 
 /** Kernel map type numbers (enum bpf_map_type) used by routeshift. */
@@ -76,6 +76,23 @@ export class BpfMap<K, V> implements Disposable {
   /** Open a map pinned in bpffs. */
   static openPinned<K, V>(path: string, key: Codec<K>, value: Codec<V>): BpfMap<K, V> {
     return new BpfMap(addon().openPinnedMap(path), key, value);
+  }
+
+  /**
+   * Open a map by its kernel id, e.g. one found in a program's mapIds().
+   * Without codecs, keys and values are raw bytes of the map's sizes.
+   */
+  static fromId(id: number): BpfMap<Buffer, Buffer>;
+  static fromId<K, V>(id: number, key: Codec<K>, value: Codec<V>): BpfMap<K, V>;
+  static fromId<K, V>(id: number, key?: Codec<K>, value?: Codec<V>): BpfMap<K, V> | BpfMap<Buffer, Buffer> {
+    const handle = addon().openMapById(id);
+    return key && value ? new BpfMap(handle, key, value) : BpfMap.raw(handle);
+  }
+
+  /** A native handle with raw byte keys and values of the map's sizes (per-CPU: all CPUs' bytes). */
+  static raw(handle: NativeMap): BpfMap<Buffer, Buffer> {
+    const info = handle.info();
+    return new BpfMap(handle, rawBytes(info.keySize), rawBytes(expectedValueBytes(info)));
   }
 
   /** Create an anonymous map (mostly for tests and benchmarks). */

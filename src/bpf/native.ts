@@ -75,7 +75,9 @@ export interface NativeTcAttachment {
 
 export interface NativeProgram {
   readonly fd: number;
-  info(): { name: string; id: number; type: number };
+  info(): { name: string; id: number; type: number; mapIds: number[] };
+  /** bpf_prog_bind_map: the program keeps the map alive and lists it in mapIds. */
+  bindMap(mapFd: number): void;
   attachXdp(ifindex: number, flags: number): void;
   attachTc(ifindex: number, point: 'ingress' | 'egress', opts: NativeTcOptions): NativeTcAttachment;
   testRun(data: Buffer, opts: NativeTestRunOptions): NativeTestRunResult;
@@ -97,12 +99,69 @@ export interface NativeObjectMapInfo {
 export interface NativeObject {
   setMapMaxEntries(name: string, maxEntries: number): void;
   setMapPinPath(name: string, path: string): void;
+  /** bpf_map__reuse_fd before load: use an existing map (libbpf adopts its definition and name). */
+  reuseMapFd(name: string, fd: number): void;
   load(): void;
   programs(): { name: string; section: string; type: number }[];
   maps(): NativeObjectMapInfo[];
   program(name: string): NativeProgram;
   map(name: string): NativeMap;
+  /** bpf_program__attach: attach by section name (tp_btf/..., fentry/...). */
+  attach(name: string): NativeLink;
   close(): void;
+}
+
+export interface NativeLinkInfo {
+  id: number;
+  progId: number;
+  /** enum bpf_link_type */
+  type: number;
+}
+
+export interface NativeLink {
+  readonly fd: number;
+  info(): NativeLinkInfo;
+  pin(path: string): void;
+  /** BPF_LINK_UPDATE: swap the program; EINVAL/EOPNOTSUPP for link types that cannot. */
+  updateProgram(progFd: number): void;
+  close(): void;
+}
+
+export interface NativeRoute {
+  ifindex: number;
+  gateway: Buffer | null;
+  prefsrc: Buffer | null;
+  /** rtm_type (RTN_*) */
+  type: number;
+  table: number;
+}
+
+export interface NativeNeighbour {
+  mac: string | null;
+  /** NUD_* bits */
+  state: number;
+  /** NTF_* bits */
+  flags: number;
+  /** NDA_FLAGS_EXT: NTF_EXT_* bits (MANAGED, LOCKED, EXT_VALIDATED) */
+  flagsExt: number;
+}
+
+export interface NativeLinkDetails {
+  ifindex: number;
+  name: string;
+  kind: string | null;
+  masterIfindex: number | null;
+  linkIfindex: number | null;
+  linkNetnsid: number | null;
+  mac: string | null;
+  mtu: number;
+  /** IFF_* bits */
+  flags: number;
+  /** IF_OPER_* */
+  operState: number;
+  xdpProgId: number;
+  /** XDP_ATTACHED_* */
+  xdpAttachMode: number;
 }
 
 export interface NativeXdpQuery {
@@ -120,6 +179,7 @@ export interface NativeAddon {
   createMap(type: number, name: string, keySize: number, valueSize: number, maxEntries: number, flags: number): NativeMap;
   openPinnedProgram(path: string): NativeProgram;
   openProgramById(id: number): NativeProgram;
+  openPinnedLink(path: string): NativeLink;
   detachXdp(ifindex: number, flags: number): void;
   queryXdp(ifindex: number): NativeXdpQuery;
   detachTc(ifindex: number, point: 'ingress' | 'egress', opts: NativeTcOptions): boolean;
@@ -134,6 +194,13 @@ export interface NativeAddon {
   ifHwAddr(name: string): string;
   inNetns<T>(path: string, fn: () => T): T;
   enterNetns(path: string): void;
+  /** rtnetlink, in the calling thread's namespace; see src/bpf/netlink.ts. */
+  routeGet(family: 4 | 6, address: Buffer): NativeRoute;
+  neighGet(ifindex: number, family: 4 | 6, address: Buffer): NativeNeighbour | null;
+  neighResolve(ifindex: number, family: 4 | 6, address: Buffer): void;
+  linkInfo(link: number | string): NativeLinkDetails;
+  /** NETDEV_XDP_ACT_* bits from the netdev generic netlink family (kernel 6.3+). */
+  xdpFeatures(ifindex: number): number;
 }
 
 /** Repository root, found from this file whether it runs from src/ or dist/src/. */

@@ -2,12 +2,15 @@
  * A loaded BPF program: attach to XDP (netlink, so the attachment outlives
  * the process) or TC clsact, and run on packets with BPF_PROG_TEST_RUN.
  */
-import { addon, isErrno, type NativeProgram, type NativeTcAttachment } from './native.js';
+import type { BpfMap } from './map.js';
+import { addon, isErrno, type NativeProgram, type NativeTcAttachment, type NativeTcOptions } from './native.js';
 
 /** XDP attach flags from linux/if_link.h. */
 const XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0;
 const XDP_FLAGS_SKB_MODE = 1 << 1;
 const XDP_FLAGS_DRV_MODE = 1 << 2;
+/** BPF_TC_F_REPLACE (libbpf): take over a filter at the same handle and priority. */
+const TC_F_REPLACE = 1 << 0;
 
 /** native: in the driver (fast); generic: in the stack, works on any device (slower). */
 export type XdpMode = 'native' | 'generic';
@@ -95,10 +98,36 @@ export class Program implements Disposable {
     }
   }
 
-  /** Attach to TC clsact, creating the qdisc only when it is absent. */
-  attachTc(ifindex: number, direction: 'ingress' | 'egress', opts: { handle?: number; priority?: number } = {}): TcAttachment {
-    const r: NativeTcAttachment = this.#handle.attachTc(ifindex, direction, opts);
+  /**
+   * Attach to TC clsact, creating the qdisc only when it is absent. Without
+   * `replace`, a filter already at that handle and priority is refused
+   * with EEXIST; with it, this program takes its place.
+   */
+  attachTc(
+    ifindex: number,
+    direction: 'ingress' | 'egress',
+    opts: { handle?: number; priority?: number; replace?: boolean } = {},
+  ): TcAttachment {
+    const native: NativeTcOptions = { flags: opts.replace ? TC_F_REPLACE : 0 };
+    if (opts.handle !== undefined) native.handle = opts.handle;
+    if (opts.priority !== undefined) native.priority = opts.priority;
+    const r: NativeTcAttachment = this.#handle.attachTc(ifindex, direction, native);
     return { ifindex, direction, handle: r.handle, priority: r.priority, hookCreated: r.hookCreated };
+  }
+
+  /** Ids of the maps the program holds: those its code uses and those bound with bindMap. */
+  mapIds(): number[] {
+    return this.#handle.info().mapIds;
+  }
+
+  /**
+   * Make the program hold `map` though its code does not use it: the map
+   * then lives as long as the program and is listed in mapIds(), so a
+   * restarted agent finds user-space-only maps through the attached
+   * program when their bpffs pins are gone. Binding twice is harmless.
+   */
+  bindMap(map: BpfMap<unknown, unknown>): void {
+    this.#handle.bindMap(map.fd);
   }
 
   testRun(packet: Buffer, opts: TestRunOptions = {}): TestRunResult {

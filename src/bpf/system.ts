@@ -3,7 +3,7 @@
  * running a piece of synchronous code inside a network namespace.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { addon, isErrno } from './native.js';
 
 export const BPFFS = '/sys/fs/bpf';
@@ -51,6 +51,30 @@ export function macOf(name: string): string {
 /** Run `fn` with this thread inside the named network namespace (/run/netns/NAME). */
 export function inNetns<T>(name: string, fn: () => T): T {
   return addon().inNetns(`/run/netns/${name}`, fn);
+}
+
+/** Inode of the calling thread's network namespace: its identity while it exists. */
+export function netnsInode(): bigint {
+  return statSync('/proc/thread-self/ns/net', { bigint: true }).ino;
+}
+
+/** The `ip netns` name of the calling thread's network namespace, if it has one (/run/netns/NAME). */
+export function netnsName(): string | undefined {
+  const self = netnsInode();
+  let names: string[] = [];
+  try {
+    names = readdirSync('/run/netns');
+  } catch {
+    return undefined;
+  }
+  for (const n of names) {
+    try {
+      if (statSync(`/run/netns/${n}`, { bigint: true }).ino === self) return n;
+    } catch {
+      /* being deleted */
+    }
+  }
+  return undefined;
 }
 
 export function possibleCpus(): number {
