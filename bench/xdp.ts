@@ -29,6 +29,7 @@ import {
   appKeyCodec,
   appStatsCodec,
   configCodec,
+  configOf,
   counterCodec,
   redirectValueCodec,
   sumCounters,
@@ -227,7 +228,7 @@ export class UplinkObject implements Disposable {
     this.drops = obj.map('rs_drops', u32, perCpu(counterCodec));
     this.events = obj.map('rs_events', u32, perCpu(counterCodec));
     using config = obj.map('rs_config', u32, configCodec);
-    config.update(0, { tunnelAddr4: NET.up4, tunnelAddr6: null, mtu: 0 });
+    config.update(0, configOf({ tunnelAddr4: NET.up4 }));
   }
 
   /** FORWARD entries for apps 0..n-1 (app id i mod 65536, so counters spread like real apps). */

@@ -1,12 +1,20 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * Counter helpers. All counters are per-CPU, so plain increments are safe.
- * Every branch that returns XDP_DROP or XDP_ABORTED goes through rs_drop().
+ * Counters. All are per-CPU, so plain increments are safe.
+ *
+ * Drops are counted once, where rs_uplink ends: a helper that gives up
+ * returns RS_DROPPED(reason) instead of a verdict, and rs_verdict() counts
+ * the reason and turns it into XDP_DROP (as Cilium's helpers return a
+ * negative DROP_* code to the program's exit). Events and per-app counters
+ * are counted where they happen.
  */
 #ifndef RS_COUNTERS_H
 #define RS_COUNTERS_H
 
 #include "maps.h"
+
+/* A helper's answer that means "drop the packet, for this reason"; < 0, unlike every XDP verdict. */
+#define RS_DROPPED(reason) (-1 - (int)(reason))
 
 static __always_inline void rs_count(void *map, __u32 index, __u32 bytes)
 {
@@ -18,11 +26,13 @@ static __always_inline void rs_count(void *map, __u32 index, __u32 bytes)
 	}
 }
 
-/* Count a packet the program did not forward; returns the verdict to use. */
-static __always_inline int rs_drop(enum rs_drop reason, __u32 bytes, int verdict)
+/* The program's verdict for a helper's answer: a drop is counted and dropped. */
+static __always_inline int rs_verdict(int ret, __u32 bytes)
 {
-	rs_count(&rs_drops, reason, bytes);
-	return verdict;
+	if (ret >= 0)
+		return ret;
+	rs_count(&rs_drops, (__u32)(-1 - ret), bytes);
+	return XDP_DROP;
 }
 
 static __always_inline void rs_event(enum rs_event event, __u32 bytes)
@@ -38,6 +48,21 @@ static __always_inline void rs_app_count(__u32 app_id, enum rs_stat stat, __u32 
 	if (s && stat < RS_STAT_MAX) {
 		s->by_action[stat].packets++;
 		s->by_action[stat].bytes += bytes;
+	}
+}
+
+/* Note the frame about to leave by XDP redirect / XDP_TX, for the watcher
+ * (struct rs_pending): if the kernel cannot transmit it, the watcher takes
+ * it back from the app's counter and counts it as RS_DROP_XMIT_FAILED. */
+static __always_inline void rs_pending_set(__u32 app_id, enum rs_stat stat, __u32 bytes)
+{
+	__u32 zero = 0;
+	struct rs_pending *p = bpf_map_lookup_elem(&rs_pending, &zero);
+
+	if (p) {
+		p->app_id = app_id;
+		p->stat = stat;
+		p->bytes = bytes;
 	}
 }
 

@@ -68,13 +68,6 @@ static __always_inline void rs_ip6_fill(struct ipv6hdr *ip6, __u8 tclass, __u32 
 	__builtin_memcpy(&ip6->daddr, daddr, 16);
 }
 
-static __always_inline __u32 rs_mix(__u32 h, __u32 v)
-{
-	h ^= v;
-	h *= 0x9e3779b1;
-	return h ^ (h >> 15);
-}
-
 /* Hash of the inner flow (addresses, protocol, ports) for the outer IPv4 ID
  * or IPv6 flow label, so ECMP and RSS on the path spread tunnelled flows.
  * Fragments hash with ports 0, so all of a datagram's fragments agree. An

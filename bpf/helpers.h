@@ -16,4 +16,12 @@
 #undef __always_inline
 #define __always_inline inline __attribute__((always_inline))
 
+/* One round of a multiplicative hash (the flow hash and the next-hop slot). */
+static __always_inline __u32 rs_mix(__u32 h, __u32 v)
+{
+	h ^= v;
+	h *= 0x9e3779b1;
+	return h ^ (h >> 15);
+}
+
 #endif /* RS_HELPERS_H */

@@ -8,10 +8,7 @@
 #ifndef RS_MAPS_H
 #define RS_MAPS_H
 
-#include "helpers.h"
-#include "routeshift.h"
-
-#define RS_MAX_APPS 65536
+#include "counter_maps.h"
 
 /* Source role: application key -> LOCAL or FORWARD. */
 struct {
@@ -28,30 +25,6 @@ struct {
 	__type(key, struct rs_app_key);
 	__type(value, struct rs_deliver_value);
 } rs_deliver SEC(".maps");
-
-/* Per application (app_id), per action, per CPU. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, RS_MAX_APPS);
-	__type(key, __u32);
-	__type(value, struct rs_app_stats);
-} rs_app_stats SEC(".maps");
-
-/* Per drop reason (enum rs_drop), per CPU. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, RS_DROP_MAX);
-	__type(key, __u32);
-	__type(value, struct rs_counter);
-} rs_drops SEC(".maps");
-
-/* Per pass event (enum rs_event), per CPU. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, RS_EVENT_MAX);
-	__type(key, __u32);
-	__type(value, struct rs_counter);
-} rs_events SEC(".maps");
 
 /* This host's tunnel addresses and MTU: one entry, index 0. */
 struct {
@@ -81,6 +54,8 @@ struct rs_btf_enums {
 	enum rs_stat stat;
 	enum rs_drop drop;
 	enum rs_event event;
+	enum rs_path path;
+	enum rs_config_flag config_flag;
 };
 SEC(".rs_btf") __attribute__((used)) struct rs_btf_enums rs_btf_enums;
 

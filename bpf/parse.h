@@ -85,6 +85,8 @@ struct rs_pkt {
 	__u32 l3off;           /* offset of the IP header in the frame */
 	__u32 l3len;           /* IP total length from the header */
 	__u32 hlen;            /* IP header length: ihl * 4, or 40 */
+	__u32 len;             /* frame length as received (what counters count) */
+	__u16 csum_off;        /* offset of the TCP/UDP checksum in the frame; 0 if none */
 	__be16 sport;          /* L4 source port, 0 if none */
 	__be16 dport;          /* L4 destination port, 0 if none (or a fragment) */
 	__u8 proto;            /* IP protocol / first IPv6 next header */
@@ -150,7 +152,7 @@ static __always_inline int rs_icmp_is_error(__u8 proto, __u8 type)
 
 /* L4 header at l4: ports for TCP/UDP, the error bit for ICMP. The whole
  * minimal header must be inside the packet and inside the IP length. */
-static __always_inline int rs_parse_l4(void *l4, void *data_end, __u32 l4len,
+static __always_inline int rs_parse_l4(void *data, void *l4, void *data_end, __u32 l4len,
 				       struct rs_pkt *pkt)
 {
 	__u8 proto = pkt->proto;
@@ -162,6 +164,7 @@ static __always_inline int rs_parse_l4(void *l4, void *data_end, __u32 l4len,
 			return RS_PARSE_BAD_L4;
 		pkt->sport = th->source;
 		pkt->dport = th->dest;
+		pkt->csum_off = (void *)&th->check - data;
 	} else if (proto == IPPROTO_UDP) {
 		struct udphdr *uh = l4;
 
@@ -169,6 +172,7 @@ static __always_inline int rs_parse_l4(void *l4, void *data_end, __u32 l4len,
 			return RS_PARSE_BAD_L4;
 		pkt->sport = uh->source;
 		pkt->dport = uh->dest;
+		pkt->csum_off = (void *)&uh->check - data;
 	} else if (proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6) {
 		struct rs_icmphdr *ih = l4; /* same 8 bytes in v6 */
 
@@ -203,6 +207,7 @@ static __always_inline int rs_parse_ipv4(void *data, void *data_end, void *l3,
 	pkt->proto = ip->protocol;
 	pkt->dport = 0;
 	pkt->sport = 0;
+	pkt->csum_off = 0;
 	pkt->ttl = ip->ttl;
 	pkt->tos = ip->tos;
 	pkt->flags = 0;
@@ -228,7 +233,7 @@ static __always_inline int rs_parse_ipv4(void *data, void *data_end, void *l3,
 		pkt->flags |= RS_PKT_FRAG;
 		return RS_PARSE_OK; /* port 0: see the fragment policy above */
 	}
-	return rs_parse_l4(l3 + hlen, data_end, tot - hlen, pkt);
+	return rs_parse_l4(data, l3 + hlen, data_end, tot - hlen, pkt);
 }
 
 static __always_inline int rs_parse_ipv6(void *data, void *data_end, void *l3,
@@ -250,6 +255,7 @@ static __always_inline int rs_parse_ipv6(void *data, void *data_end, void *l3,
 	pkt->proto = ip6->nexthdr;
 	pkt->dport = 0;
 	pkt->sport = 0;
+	pkt->csum_off = 0;
 	pkt->ttl = ip6->hop_limit;
 	pkt->tos = (ip6->priority << 4) | (ip6->flow_lbl[0] >> 4);
 	pkt->flags = RS_PKT_DF; /* IPv6 routers never fragment */
@@ -267,7 +273,7 @@ static __always_inline int rs_parse_ipv6(void *data, void *data_end, void *l3,
 		pkt->flags |= RS_PKT_FRAG;
 		return RS_PARSE_OK;
 	}
-	return rs_parse_l4(ip6 + 1, data_end, tot - sizeof(*ip6), pkt);
+	return rs_parse_l4(data, ip6 + 1, data_end, tot - sizeof(*ip6), pkt);
 }
 
 /* The IP packet of the given family at l3. */

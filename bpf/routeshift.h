@@ -61,6 +61,35 @@ enum rs_redirect_flag {
 	RS_REDIRECT_F_PORTS = 1,
 };
 
+/*
+ * How a packet reaches the application's interface on this host (LOCAL and
+ * delivery entries). The agent chooses per entry the fastest path that the
+ * target device delivers on, and decides again when the device changes
+ * (src/agent/paths.ts):
+ *  - XDP: bpf_redirect from XDP. Only for devices that take XDP frames
+ *    (xdp-features "redirect target": a veth whose peer runs an XDP program
+ *    or GRO); anything else drops redirected frames.
+ *  - TC_PEER / TC: the program rewrites the frame, leaves a struct rs_meta in
+ *    front of it and passes it; rs_uplink_tc, on the uplink's TC ingress,
+ *    redirects the skb: into the veth's peer namespace (bpf_redirect_peer,
+ *    the way Cilium delivers into pods), or to the device's egress (a
+ *    bridge, a veth whose peer is in this namespace). Works on every device
+ *    and keeps the skb's checksum state.
+ *  - KERNEL: the packet is handed to the host's stack as if routeshift were
+ *    not there (a delivery entry's packet decapsulated and addressed to
+ *    this host), which routes it to the app. Also taken when the driver
+ *    cannot carry rs_meta.
+ * slow_path is taken instead of an XDP path for a packet whose checksum is
+ * still partial (RS_CONFIG_F_SKB_CSUM): an XDP frame would lose that.
+ */
+enum rs_path {
+	RS_PATH_XDP = 0,
+	RS_PATH_TC_PEER = 1,
+	RS_PATH_TC = 2,
+	RS_PATH_KERNEL = 3,
+	RS_PATH_MAX = 4,
+};
+
 /* Value of rs_redirect (source role). 48 bytes. */
 struct rs_redirect_value {
 	__u32 action;        /* enum rs_action */
@@ -70,18 +99,22 @@ struct rs_redirect_value {
 	__u8 dmac[6];        /* LOCAL: destination MAC to write */
 	__u8 smac[6];        /* LOCAL: source MAC to write */
 	__u8 tunnel_family;  /* FORWARD: RS_FAMILY_IPV4 or RS_FAMILY_IPV6 */
-	__u8 pad[3];         /* zero */
+	__u8 path;           /* LOCAL: enum rs_path */
+	__u8 slow_path;      /* LOCAL: enum rs_path for partial checksums */
+	__u8 pad;            /* zero */
 	__u8 tunnel_dst[16]; /* FORWARD: remote host's tunnel address, v4 mapped */
 };
 
 /* Value of rs_deliver (destination role); the key is the INNER destination.
  * 24 bytes. */
 struct rs_deliver_value {
-	__u32 app_id;  /* index into rs_app_stats */
-	__u32 ifindex; /* the app's interface on this host */
-	__u8 dmac[6];  /* destination MAC to write */
-	__u8 smac[6];  /* source MAC to write */
-	__u32 flags;   /* none defined yet; must be 0 */
+	__u32 app_id;   /* index into rs_app_stats */
+	__u32 ifindex;  /* the app's interface on this host */
+	__u8 dmac[6];   /* destination MAC to write */
+	__u8 smac[6];   /* source MAC to write */
+	__u8 path;      /* enum rs_path */
+	__u8 slow_path; /* enum rs_path for partial checksums */
+	__u8 pad[2];    /* zero */
 };
 
 /* Per-application counters, one slot per action taken. */
@@ -103,28 +136,48 @@ struct rs_app_stats {
 };
 
 /*
- * Why a packet was not forwarded by the program. Indexes rs_drops. Most of
- * them end in XDP_DROP; the exceptions are noted (the packet was handed to
- * the kernel or answered, but not forwarded by us).
+ * Why a packet was dropped: every packet the data plane loses is counted
+ * under one of these (rs_drops), once, when rs_uplink ends, except
+ * XMIT_FAILED, which the watcher (bpf/watch.c) counts when the kernel fails
+ * to transmit a frame rs_uplink had sent on (and which it takes back from
+ * the app's counter, so app counters count packets delivered).
  */
 enum rs_drop {
-	RS_DROP_MALFORMED = 0,       /* truncated/inconsistent headers of a packet we own */
-	RS_DROP_NO_ROUTE = 1,        /* fib lookup for the tunnel destination failed */
-	RS_DROP_TOO_BIG = 2,         /* over the MTU after encap: ICMP sent back (XDP_TX) */
-	RS_DROP_NO_DELIVERY = 3,     /* tunnel packet to us, no delivery entry */
-	RS_DROP_TTL = 4,             /* TTL/hop limit <= 1: XDP_PASS, the kernel answers */
-	RS_DROP_REDIRECT_FAILED = 5, /* a helper refused to rewrite (adjust_head) or redirect */
-	RS_DROP_BAD_ENTRY = 6,       /* entry or config the program cannot act on */
-	RS_DROP_FRAGMENTATION = 7,   /* needs fragmentation XDP cannot do */
+	RS_DROP_MALFORMED = 0,     /* truncated/inconsistent headers of a packet we own */
+	RS_DROP_NO_ROUTE = 1,      /* fib lookup for the tunnel destination failed */
+	RS_DROP_TOO_BIG = 2,       /* over the MTU after encap, and no ICMP error could be sent */
+	RS_DROP_NO_DELIVERY = 3,   /* tunnel packet to us, no delivery entry */
+	RS_DROP_REWRITE = 4,       /* the frame could not be rewritten (bpf_xdp_adjust_head/meta) */
+	RS_DROP_BAD_ENTRY = 5,     /* entry or config the program cannot act on */
+	RS_DROP_FRAGMENTATION = 6, /* needs fragmentation XDP cannot do */
+	RS_DROP_XMIT_FAILED = 7,   /* the target refused the frame after XDP_REDIRECT/XDP_TX */
 	RS_DROP_MAX = 8,
 };
 
-/* Packets passed to the kernel that are worth counting. Indexes rs_events. */
+/* Packets handed to the kernel, or answered, worth counting. Indexes rs_events. */
 enum rs_event {
-	RS_EVENT_UNPARSED = 0, /* IP ethertype but unparsable, no entry: passed */
-	RS_EVENT_NO_ENTRY = 1, /* parsed, no redirect entry: passed untouched */
-	RS_EVENT_NO_NEIGH = 2, /* encapsulated, next hop unresolved: passed */
-	RS_EVENT_MAX = 3,
+	RS_EVENT_UNPARSED = 0,    /* IP ethertype but unparsable, no entry: passed */
+	RS_EVENT_NO_ENTRY = 1,    /* parsed, no redirect entry: passed untouched */
+	RS_EVENT_NO_NEIGH = 2,    /* encapsulated, next hop unresolved: passed to be routed */
+	RS_EVENT_TTL = 3,         /* TTL/hop limit <= 1: passed untouched, the kernel answers */
+	RS_EVENT_ICMP_SENT = 4,   /* over the MTU after encap: answered with ICMP too big */
+	RS_EVENT_KERNEL_PATH = 5, /* delivered through the host's stack (RS_PATH_KERNEL) */
+	RS_EVENT_MAX = 6,
+};
+
+/* rs_config.flags: what the uplink is, as the agent found it. */
+enum rs_config_flag {
+	/* the uplink's XDP runs on skbs that may carry partial checksums (a
+	 * veth: senders in other namespaces leave them to a NIC that is never
+	 * there): such packets take an entry's slow_path */
+	RS_CONFIG_F_SKB_CSUM = 1,
+	/* frames back out of the uplink (FORWARD, ICMP errors): XDP redirect to
+	 * the uplink itself instead of XDP_TX (a veth: XDP_TX needs an XDP
+	 * program on the peer, a redirect only NAPI) */
+	RS_CONFIG_F_TX_REDIRECT = 2,
+	/* frames back out of the uplink go through rs_uplink_tc (the uplink
+	 * takes no XDP frames at all) */
+	RS_CONFIG_F_TX_TC = 4,
 };
 
 /* Value of rs_config (ARRAY, one entry at index 0). All zero = no tunnel
@@ -133,8 +186,40 @@ struct rs_config {
 	__u8 tunnel_addr4[4];  /* this host's IPv4 tunnel address, or 0 */
 	__u8 tunnel_addr6[16]; /* this host's IPv6 tunnel address, or :: */
 	__u32 mtu;             /* outer MTU limit; 0 = the route's MTU (fib lookup) */
-	__u32 flags;           /* none defined yet; must be 0 */
+	__u32 flags;           /* enum rs_config_flag bits */
+	__u32 meta_cookie;     /* random, per agent start: rs_uplink_tc trusts only
+				* struct rs_meta carrying it */
 };
+
+/*
+ * The frame rs_uplink sent on last on this CPU by XDP redirect or XDP_TX
+ * (rs_pending, PERCPU_ARRAY of one). When the kernel then fails to transmit
+ * it, the xdp_redirect_err / xdp_exception tracepoint fires on the same CPU
+ * before the next frame is processed, and the watcher moves the frame from
+ * the app's counter to RS_DROP_XMIT_FAILED. 16 bytes.
+ */
+struct rs_pending {
+	__u32 app_id; /* RS_APP_NONE: not an app's frame (an ICMP error) */
+	__u32 stat;   /* enum rs_stat it was counted under */
+	__u32 bytes;
+	__u32 pad;
+};
+#define RS_APP_NONE 0xffffffff
+
+/* Value of rs_watch_config (ARRAY, one entry): whose failures the watcher counts. 8 bytes. */
+struct rs_watch_config {
+	__u32 uplink_prog_id; /* the rs_uplink program attached now; 0 = count nothing */
+	__u32 pad;
+};
+
+/* In front of a frame rs_uplink hands to rs_uplink_tc (XDP data_meta). Not
+ * seen by user space. 12 bytes. */
+struct rs_meta {
+	__u32 cookie;  /* rs_config.meta_cookie */
+	__u32 ifindex; /* where rs_uplink_tc redirects the skb */
+	__u32 flags;   /* RS_META_F_* */
+};
+#define RS_META_F_PEER 1         /* bpf_redirect_peer into the veth's peer namespace */
 
 /*
  * Next-hop cache (rs_nexthop, PERCPU_ARRAY of RS_NEXTHOP_SLOTS): FORWARD
@@ -170,8 +255,11 @@ _Static_assert(sizeof(struct rs_redirect_value) == 48, "rs_redirect_value layout
 _Static_assert(sizeof(struct rs_deliver_value) == 24, "rs_deliver_value layout");
 _Static_assert(sizeof(struct rs_counter) == 16, "rs_counter layout");
 _Static_assert(sizeof(struct rs_app_stats) == 16 * RS_STAT_MAX, "rs_app_stats layout");
-_Static_assert(sizeof(struct rs_config) == 28, "rs_config layout");
+_Static_assert(sizeof(struct rs_config) == 32, "rs_config layout");
 _Static_assert(sizeof(struct rs_nexthop) == 48, "rs_nexthop layout");
+_Static_assert(sizeof(struct rs_pending) == 16, "rs_pending layout");
+_Static_assert(sizeof(struct rs_watch_config) == 8, "rs_watch_config layout");
+_Static_assert(sizeof(struct rs_meta) % 4 == 0 && sizeof(struct rs_meta) <= 32, "XDP metadata: 4-byte multiple, at most 32");
 _Static_assert(sizeof(enum rs_drop) == 4 && sizeof(enum rs_action) == 4, "enum size");
 
 #endif /* ROUTESHIFT_H */

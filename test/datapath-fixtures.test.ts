@@ -11,7 +11,7 @@
  */
 import t from 'tap';
 import { XdpAction } from '../src/bpf/index.js';
-import { NEXTHOP_TTL_MS, type AppKey, type Config, type DeliverValue, type RedirectValue } from '../src/datapath/structs.js';
+import { NEXTHOP_TTL_MS, type AppKey, type Config, type DeliverValue, type Path, type RedirectValue } from '../src/datapath/structs.js';
 import { createFixtureNet, NET } from './lib/fixture-net.js';
 import {
   ETH_P,
@@ -22,6 +22,7 @@ import {
   encap4,
   encap6,
   eth,
+  fold,
   icmp,
   icmp6,
   icmp6Echo,
@@ -61,15 +62,24 @@ const cfg4: Partial<Config> = { tunnelAddr4: NET.up4 };
 const cfg46: Partial<Config> = { tunnelAddr4: NET.up4, tunnelAddr6: NET.up6 };
 
 const key = (address: string, proto: AppKey['proto'] = 'any', port = 0): AppKey => ({ address, proto, port });
-const local = (appId = APP_X, ifindex = X_IF): RedirectValue => ({
+const local = (appId = APP_X, ifindex = X_IF, path: Path = 'xdp', slowPath: Path = 'tc-peer'): RedirectValue => ({
   action: 'local',
   appId,
   ifindex,
   dmac: X_MAC,
   smac: X_HOST_MAC,
+  path,
+  slowPath,
 });
 const forward = (tunnel: string, appId = APP_X): RedirectValue => ({ action: 'forward', appId, tunnel });
-const deliverTo = (appId = APP_DELIVER): DeliverValue => ({ appId, ifindex: X_IF, dmac: X_MAC, smac: X_HOST_MAC });
+const deliverTo = (appId = APP_DELIVER, path: Path = 'xdp', slowPath: Path = 'tc-peer'): DeliverValue => ({
+  appId,
+  ifindex: X_IF,
+  dmac: X_MAC,
+  smac: X_HOST_MAC,
+  path,
+  slowPath,
+});
 
 /** Client → X, UDP, with a payload of n bytes. */
 const udp4 = (dst = X, opts: { ttl?: number; df?: boolean; n?: number; dport?: number; tos?: number } = {}): Buffer =>
@@ -389,21 +399,21 @@ const add = (f: Fixture): void => void fixtures.push(f);
 
 // TTL -----------------------------------------------------------------------
 add({
-  name: 'TTL 1: not forwarded by us; passed untouched so the kernel answers time-exceeded, + ttl',
+  name: 'TTL 1: not forwarded by us; passed untouched so the kernel answers time-exceeded, + event ttl',
   config: cfg4,
   redirect: [[key(X), forward(NET.peer4)]],
   input: eth(fromRouter, udp4(X, { ttl: 1 })),
   verdict: 'PASS',
   output: 'input',
-  counters: { drops: { ttl: 1 } },
+  counters: { events: { ttl: 1 } },
 });
 add({
-  name: 'hop limit 1 on LOCAL (v6): passed untouched + ttl',
+  name: 'hop limit 1 on LOCAL (v6): passed untouched + event ttl',
   redirect: [[key(X6), local()]],
   input: eth(fromRouter, udp6(X6, { hop: 1 })),
   verdict: 'PASS',
   output: 'input',
-  counters: { drops: { ttl: 1 } },
+  counters: { events: { ttl: 1 } },
 });
 
 // too big -------------------------------------------------------------------
@@ -433,7 +443,7 @@ function packetTooBig(orig: Buffer, mtu: number, from: string): Buffer {
     input: eth(fromRouter, big),
     verdict: 'TX',
     output: fragNeeded(big, 1380, NET.up4),
-    counters: { drops: { too_big: 1 } },
+    counters: { events: { icmp_sent: 1 } },
   });
   const big2 = udp4(X, { n: 1490 - 28 }); // outer 1510 > eth0 MTU 1500
   add({
@@ -443,7 +453,7 @@ function packetTooBig(orig: Buffer, mtu: number, from: string): Buffer {
     input: eth(fromRouter, big2),
     verdict: 'TX',
     output: fragNeeded(big2, 1480, NET.up4),
-    counters: { drops: { too_big: 1 } },
+    counters: { events: { icmp_sent: 1 } },
   });
   const small = udp4(X, { n: 100 });
   add({
@@ -453,7 +463,7 @@ function packetTooBig(orig: Buffer, mtu: number, from: string): Buffer {
     input: eth(fromRouter, small),
     verdict: 'TX',
     output: fragNeeded(small, 100, NET.up4),
-    counters: { drops: { too_big: 1 } },
+    counters: { events: { icmp_sent: 1 } },
   });
   add({
     name: 'v4 too big without DF: dropped + fragmentation (XDP cannot fragment; no ICMP per RFC 1191)',
@@ -483,7 +493,7 @@ function packetTooBig(orig: Buffer, mtu: number, from: string): Buffer {
     input: eth(fromRouter, big6),
     verdict: 'TX',
     output: packetTooBig(big6, 1360, NET.up6),
-    counters: { drops: { too_big: 1 } },
+    counters: { events: { icmp_sent: 1 } },
   });
   const big6b = udp6(X6, { n: 1480 - 48 }); // outer 1520 > 1500
   add({
@@ -493,7 +503,7 @@ function packetTooBig(orig: Buffer, mtu: number, from: string): Buffer {
     input: eth(fromRouter, big6b),
     verdict: 'TX',
     output: packetTooBig(big6b, 1460, NET.up6),
-    counters: { drops: { too_big: 1 } },
+    counters: { events: { icmp_sent: 1 } },
   });
   add({
     name: 'v6 too big below the IPv6 minimum MTU: PTB says 1280',
@@ -502,7 +512,7 @@ function packetTooBig(orig: Buffer, mtu: number, from: string): Buffer {
     input: eth(fromRouter, big6b),
     verdict: 'TX',
     output: packetTooBig(big6b, 1280, NET.up6),
-    counters: { drops: { too_big: 1 } },
+    counters: { events: { icmp_sent: 1 } },
   });
 }
 
@@ -651,6 +661,196 @@ function packetTooBig(orig: Buffer, mtu: number, from: string): Buffer {
     verdict: 'PASS',
     output: 'input',
     counters: { events: { unparsed: 1 } },
+  });
+}
+
+// delivery paths (enum rs_path) ------------------------------------------------
+// A TC path leaves the rewritten frame with a struct rs_meta in front
+// (XDP metadata) and passes it: rs_uplink_tc then redirects the skb. The
+// test run hands back the metadata in front of the frame.
+
+const COOKIE = 0x5eed1e55;
+const cfgTc: Partial<Config> = { ...cfg4, metaCookie: COOKIE };
+
+/** struct rs_meta: the agent's cookie, the target, RS_META_F_PEER. */
+function meta(ifindex: number, peer: boolean): Buffer {
+  const m = Buffer.alloc(12);
+  m.writeUInt32LE(COOKIE, 0);
+  m.writeUInt32LE(ifindex, 4);
+  m.writeUInt32LE(peer ? 1 : 0, 8);
+  return m;
+}
+
+/** The packet with its TCP/UDP checksum as a sender with checksum offload leaves it: the pseudo-header sum only. */
+function partial(ip: Buffer): Buffer {
+  const out = Buffer.from(ip);
+  const v6 = (out[0]! >> 4) === 6;
+  const hlen = v6 ? 40 : (out[0]! & 15) * 4;
+  const proto = v6 ? out[6]! : out[9]!;
+  const l4len = out.length - hlen;
+  const addrs = v6 ? out.subarray(8, 40) : out.subarray(12, 20);
+  const sum = fold(sum16(addrs, proto + l4len));
+  out.writeUInt16BE(~sum & 0xffff, hlen + (proto === IPPROTO.TCP ? 16 : 6));
+  return out;
+}
+{
+  const ip = udp4();
+  add({
+    name: 'LOCAL on tc-peer: rewritten as for XDP, passed with rs_meta (peer) for rs_uplink_tc',
+    config: cfgTc,
+    redirect: [[key(X), local(APP_X, X_IF, 'tc-peer', 'tc-peer')]],
+    input: eth(fromRouter, ip),
+    verdict: 'PASS',
+    output: Buffer.concat([meta(X_IF, true), eth({ dst: X_MAC, src: X_HOST_MAC }, decTtl4(ip))]),
+    counters: { apps: apps([APP_X, 'local']) },
+  });
+  add({
+    name: "LOCAL on tc (a bridge, a same-namespace veth): rs_meta without the peer flag",
+    config: cfgTc,
+    redirect: [[key(X), local(APP_X, X_IF, 'tc', 'tc')]],
+    input: eth(fromRouter, ip),
+    verdict: 'PASS',
+    output: Buffer.concat([meta(X_IF, false), eth({ dst: X_MAC, src: X_HOST_MAC }, decTtl4(ip))]),
+    counters: { apps: apps([APP_X, 'local']) },
+  });
+  add({
+    name: 'LOCAL on kernel: passed untouched for the host to route, counted + event kernel_path',
+    config: cfgTc,
+    redirect: [[key(X), local(APP_X, X_IF, 'kernel', 'kernel')]],
+    input: eth(fromRouter, ip),
+    verdict: 'PASS',
+    output: 'input',
+    counters: { apps: apps([APP_X, 'local']), events: { kernel_path: 1 } },
+  });
+  const part = partial(ip);
+  add({
+    name: 'LOCAL on xdp, a partial UDP checksum on an skb uplink: the slow path keeps the skb (tc-peer)',
+    config: { ...cfgTc, skbCsum: true },
+    redirect: [[key(X), local()]],
+    input: eth(fromRouter, part),
+    verdict: 'PASS',
+    output: Buffer.concat([meta(X_IF, true), eth({ dst: X_MAC, src: X_HOST_MAC }, decTtl4(part))]),
+    counters: { apps: apps([APP_X, 'local']) },
+  });
+  add({
+    name: 'LOCAL on xdp, a complete checksum on an skb uplink: XDP redirect',
+    config: { ...cfgTc, skbCsum: true },
+    redirect: [[key(X), local()]],
+    input: eth(fromRouter, ip),
+    verdict: 'REDIRECT',
+    output: eth({ dst: X_MAC, src: X_HOST_MAC }, decTtl4(ip)),
+    counters: { apps: apps([APP_X, 'local']) },
+  });
+  add({
+    name: 'LOCAL on xdp, a partial checksum but not an skb uplink (a NIC): XDP redirect',
+    config: cfgTc,
+    redirect: [[key(X), local()]],
+    input: eth(fromRouter, part),
+    verdict: 'REDIRECT',
+    output: eth({ dst: X_MAC, src: X_HOST_MAC }, decTtl4(part)),
+    counters: { apps: apps([APP_X, 'local']) },
+  });
+  const tcp4 = ipv4({ src: CLIENT, dst: X, id: 9 }, tcp(40000, 80, { flags: 0x18 }, pattern(40)));
+  const tcpPart = partial(tcp4);
+  add({
+    name: 'LOCAL on xdp, a partial TCP checksum on an skb uplink: slow path',
+    config: { ...cfgTc, skbCsum: true },
+    redirect: [[key(X), local()]],
+    input: eth(fromRouter, tcpPart),
+    verdict: 'PASS',
+    output: Buffer.concat([meta(X_IF, true), eth({ dst: X_MAC, src: X_HOST_MAC }, decTtl4(tcpPart))]),
+    counters: { apps: apps([APP_X, 'local']) },
+  });
+  const ip6 = udp6();
+  const part6 = partial(ip6);
+  add({
+    name: 'LOCAL v6 on xdp, a partial UDP checksum on an skb uplink: slow path',
+    config: { ...cfgTc, skbCsum: true },
+    redirect: [[key(X6), local()]],
+    input: eth(fromRouter, part6),
+    verdict: 'PASS',
+    output: Buffer.concat([meta(X_IF, true), eth({ dst: X_MAC, src: X_HOST_MAC }, decHop6(part6))]),
+    counters: { apps: apps([APP_X, 'local']) },
+  });
+  add({
+    name: 'LOCAL v6 on xdp, a complete checksum on an skb uplink: XDP redirect',
+    config: { ...cfgTc, skbCsum: true },
+    redirect: [[key(X6), local()]],
+    input: eth(fromRouter, ip6),
+    verdict: 'REDIRECT',
+    output: eth({ dst: X_MAC, src: X_HOST_MAC }, decHop6(ip6)),
+    counters: { apps: apps([APP_X, 'local']) },
+  });
+
+  const inner = udp4(X, { ttl: 63 });
+  const tunnel = ipv4({ src: NET.peer4, dst: NET.up4, ttl: 63, id: 77 }, raw(IPPROTO.IPIP, inner));
+  add({
+    name: 'delivery on tc-peer: decapsulated, passed with rs_meta',
+    config: cfgTc,
+    deliver: [[key(X), deliverTo(APP_DELIVER, 'tc-peer', 'tc-peer')]],
+    input: eth(fromRouter, tunnel),
+    verdict: 'PASS',
+    output: Buffer.concat([meta(X_IF, true), eth({ dst: X_MAC, src: X_HOST_MAC }, inner)]),
+    counters: { apps: apps([APP_DELIVER, 'deliver']) },
+  });
+  add({
+    name: 'delivery on kernel: decapsulated, still addressed to this host, passed for the stack to route',
+    config: cfgTc,
+    deliver: [[key(X), deliverTo(APP_DELIVER, 'kernel', 'kernel')]],
+    input: eth(fromRouter, tunnel),
+    verdict: 'PASS',
+    output: eth(fromRouter, inner),
+    counters: { apps: apps([APP_DELIVER, 'deliver']), events: { kernel_path: 1 } },
+  });
+  const innerPart = partial(inner);
+  const tunnelPart = ipv4({ src: NET.peer4, dst: NET.up4, ttl: 63, id: 77 }, raw(IPPROTO.IPIP, innerPart));
+  add({
+    name: 'delivery on xdp, the inner checksum partial on an skb uplink: slow path',
+    config: { ...cfgTc, skbCsum: true },
+    deliver: [[key(X), deliverTo()]],
+    input: eth(fromRouter, tunnelPart),
+    verdict: 'PASS',
+    output: Buffer.concat([meta(X_IF, true), eth({ dst: X_MAC, src: X_HOST_MAC }, innerPart)]),
+    counters: { apps: apps([APP_DELIVER, 'deliver']) },
+  });
+
+  const encapped = eth({ dst: NET.peerMac, src: NET.upMac }, encap4({ src: NET.up4, dst: NET.peer4 }, decTtl4(ip)));
+  add({
+    name: 'FORWARD with uplink tx tc: encapsulated, passed with rs_meta naming the egress device',
+    config: { ...cfgTc, uplinkTx: 'tc' },
+    redirect: [[key(X), forward(NET.peer4)]],
+    input: eth(fromRouter, ip),
+    verdict: 'PASS',
+    output: Buffer.concat([meta(net.eth0, false), encapped]),
+    counters: { apps: apps([APP_X, 'forward']) },
+  });
+  add({
+    name: 'FORWARD with uplink tx xdp-redirect: an XDP redirect to the uplink instead of XDP_TX',
+    config: { ...cfgTc, uplinkTx: 'xdp-redirect' },
+    redirect: [[key(X), forward(NET.peer4)]],
+    input: eth(fromRouter, ip),
+    verdict: 'REDIRECT',
+    output: encapped,
+    counters: { apps: apps([APP_X, 'forward']) },
+  });
+  add({
+    name: 'FORWARD of a partial checksum on an skb uplink: through TC, whatever the uplink tx',
+    config: { ...cfgTc, skbCsum: true, uplinkTx: 'xdp-redirect' },
+    redirect: [[key(X), forward(NET.peer4)]],
+    input: eth(fromRouter, part),
+    verdict: 'PASS',
+    output: Buffer.concat([meta(net.eth0, false), eth({ dst: NET.peerMac, src: NET.upMac }, encap4({ src: NET.up4, dst: NET.peer4 }, decTtl4(part)))]),
+    counters: { apps: apps([APP_X, 'forward']) },
+  });
+  const big = udp4(X, { n: 1400 - 28 });
+  add({
+    name: 'too big with uplink tx tc: the ICMP error goes through TC too',
+    config: { ...cfgTc, mtu: 1400, uplinkTx: 'tc' },
+    redirect: [[key(X), forward(NET.peer4)]],
+    input: eth(fromRouter, big),
+    verdict: 'PASS',
+    output: Buffer.concat([meta(net.eth0, false), fragNeeded(big, 1380, NET.up4)]),
+    counters: { events: { icmp_sent: 1 } },
   });
 }
 

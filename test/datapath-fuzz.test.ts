@@ -13,11 +13,11 @@
  * Counters, the accounting this test defines and asserts (N frames, U of
  * them without an IP ethertype, which the program ignores uncounted):
  *   (1) every IP frame is counted exactly once in: an app action (local,
- *       forward, deliver), a drop reason, or the pass events unparsed /
- *       no_entry — packets and bytes (no_neigh is an extra mark on a
- *       forwarded packet, not a separate outcome);
- *   (2) PASS = U + unparsed + no_entry + no_neigh + drops.ttl;
- *   (3) DROP + ICMP errors sent (TX from our address) = drops − drops.ttl;
+ *       forward, deliver), a drop reason, or the events unparsed / no_entry
+ *       / ttl / icmp_sent — packets and bytes (no_neigh is an extra mark on
+ *       a forwarded packet, not a separate outcome);
+ *   (2) PASS = U + unparsed + no_entry + no_neigh + ttl;
+ *   (3) DROP = drops; ICMP errors sent (TX from our address) = icmp_sent;
  *   (4) REDIRECT + TX − ICMP errors = local + forward + deliver − no_neigh.
  *
  * The seed is printed; RS_FUZZ_SEED=<n> replays a run.
@@ -26,7 +26,7 @@ import t from 'tap';
 import { createHash } from 'node:crypto';
 import { inNetns, xdpVerdictName } from '../src/bpf/index.js';
 import { parseIPv4 } from '../src/datapath/address.js';
-import type { AppKey, RedirectValue } from '../src/datapath/structs.js';
+import { DROP_REASONS, EVENTS, type AppKey, type EventName, type RedirectValue } from '../src/datapath/structs.js';
 import { NET, createFixtureNet } from './lib/fixture-net.js';
 import { ETH_P, IPPROTO, checksumOk, eth, icmp, icmp6Echo, icmpEcho, ipv4, ipv6, pattern, raw, tcp, udp } from './lib/packets.js';
 import { APP_SLOTS, Uplink, asAgentWrites, xdpCtx } from './lib/uplink.js';
@@ -71,7 +71,7 @@ const X6 = 'fd00:200::10'; // FORWARD over v6
 const X6b = 'fd00:200::12'; // FORWARD over v4
 const L6 = 'fd00:200::15'; // LOCAL
 const Y6 = 'fd00:200::11'; // no entry
-const localV = { action: 'local', appId: 4, ifindex: 42, dmac: '02:00:00:00:10:10', smac: '02:00:00:00:10:01' } as const;
+const localV = { action: 'local', appId: 4, ifindex: 42, dmac: '02:00:00:00:10:10', smac: '02:00:00:00:10:01', path: 'xdp', slowPath: 'tc-peer' } as const;
 const k = (address: string, proto: AppKey['proto'] = 'any', port = 0): AppKey => ({ address, proto, port });
 
 up.setConfig({ tunnelAddr4: NET.up4, tunnelAddr6: NET.up6 });
@@ -89,8 +89,9 @@ for (const [key, v] of asAgentWrites([
 ] as [AppKey, RedirectValue][])) {
   up.redirect.update(key, v);
 }
-up.deliver.update(k(X), { appId: 10, ifindex: 43, dmac: '02:00:00:00:20:10', smac: '02:00:00:00:20:01' });
-up.deliver.update(k(X6), { appId: 11, ifindex: 43, dmac: '02:00:00:00:20:10', smac: '02:00:00:00:20:01' });
+const deliverV = { ifindex: 43, dmac: '02:00:00:00:20:10', smac: '02:00:00:00:20:01', path: 'xdp', slowPath: 'tc-peer' } as const;
+up.deliver.update(k(X), { appId: 10, ...deliverV });
+up.deliver.update(k(X6), { appId: 11, ...deliverV });
 const APP_IDS = Array.from({ length: APP_SLOTS }, (_, i) => i);
 
 // ----------------------------------------------------------- templates --
@@ -293,21 +294,23 @@ t.test(`${TOTAL} distinct random and mutated frames: allowed verdicts, counters 
       appBytes += after.apps[id]![s].bytes - before.apps[id]![s].bytes;
     }
   }
-  const drops = Object.fromEntries(Object.keys(after.drops).map((r) => [r, d(before.drops[r as 'ttl'].packets, after.drops[r as 'ttl'].packets)]));
-  const dropBytes = Object.keys(after.drops).reduce((a, r) => a + after.drops[r as 'ttl'].bytes - before.drops[r as 'ttl'].bytes, 0n);
-  const ev = Object.fromEntries(Object.keys(after.events).map((e) => [e, d(before.events[e as 'unparsed'].packets, after.events[e as 'unparsed'].packets)]));
-  const evBytes = (e: 'unparsed' | 'no_entry'): bigint => after.events[e].bytes - before.events[e].bytes;
+  const drops = Object.fromEntries(DROP_REASONS.map((r) => [r, d(before.drops[r].packets, after.drops[r].packets)]));
+  const dropBytes = DROP_REASONS.reduce((a, r) => a + after.drops[r].bytes - before.drops[r].bytes, 0n);
+  const ev = Object.fromEntries(EVENTS.map((e) => [e, d(before.events[e].packets, after.events[e].packets)]));
+  const evBytes = (e: EventName): bigint => after.events[e].bytes - before.events[e].bytes;
   const dropSum = Object.values(drops).reduce((a, b) => a + b, 0);
   t.comment(`apps ${JSON.stringify(byStat)}; drops ${JSON.stringify(drops)}; events ${JSON.stringify(ev)}; non-IP ${nonIp}`);
 
   const N = TOTAL;
-  t.equal(apps + dropSum + ev.unparsed! + ev.no_entry!, N - nonIp, '(1) every IP frame counted exactly once (packets)');
-  t.equal(appBytes + dropBytes + evBytes('unparsed') + evBytes('no_entry'), ipBytes, '(1) … and bytes = their frame lengths');
-  t.equal(verdicts.PASS ?? 0, nonIp + ev.unparsed! + ev.no_entry! + ev.no_neigh! + drops.ttl!, '(2) PASS = non-IP + unparsed + no_entry + no_neigh + ttl');
-  t.equal((verdicts.DROP ?? 0) + icmpSent, dropSum - drops.ttl!, '(3) DROP + ICMP errors sent = drops − ttl');
+  const outcomes = ['unparsed', 'no_entry', 'ttl', 'icmp_sent'] as const;
+  t.equal(apps + dropSum + outcomes.reduce((a, e) => a + ev[e]!, 0), N - nonIp, '(1) every IP frame counted exactly once (packets)');
+  t.equal(appBytes + dropBytes + outcomes.reduce((a, e) => a + evBytes(e), 0n), ipBytes, '(1) … and bytes = their frame lengths');
+  t.equal(verdicts.PASS ?? 0, nonIp + ev.unparsed! + ev.no_entry! + ev.no_neigh! + ev.ttl!, '(2) PASS = non-IP + unparsed + no_entry + no_neigh + ttl');
+  t.equal(verdicts.DROP ?? 0, dropSum, '(3) DROP = drops');
+  t.equal(icmpSent, ev.icmp_sent, '(3) ICMP errors sent = icmp_sent');
   t.equal((verdicts.REDIRECT ?? 0) + (verdicts.TX ?? 0) - icmpSent, apps - ev.no_neigh!, '(4) REDIRECT + TX − ICMP = app actions − no_neigh');
   t.equal(passEncap, ev.no_neigh, 'every encapsulated PASS is a no_neigh event');
-  t.ok(drops.too_big! >= icmpSent, 'each ICMP error sent is a too_big');
+  t.equal(ev.kernel_path, 0, 'no kernel path: every entry here is on xdp');
   t.ok(drops.malformed! > 100 && ev.unparsed! > 100 && ev.no_neigh! > 0 && byStat.deliver > 0 && byStat.local > 0, 'the interesting paths were reached');
 });
 

@@ -1,9 +1,16 @@
 /**
  * One host's data plane: bpf/uplink.o loaded with its maps pinned under a
- * pin directory and attached to the uplink by XDP (netlink, so forwarding
- * outlives the agent). A second open with the same pin directory adopts the
- * pinned maps — entries and counters kept — and atomically replaces the
- * previous agent's program on the uplink.
+ * pin directory, attached to the uplink by XDP and TC ingress (netlink, so
+ * forwarding outlives the agent), and bpf/watch.o counting the frames the
+ * kernel failed to transmit.
+ *
+ * A second open adopts the state of the first — entries and counters kept —
+ * and atomically replaces the previous agent's programs on the uplink. The
+ * state is found through the pins when they are there, else through the
+ * program attached to the uplink, which holds every map (the agent's own
+ * are bound to it): an agent started under `ip netns exec` or in a
+ * container pins into a bpffs that goes away with it, and its successor
+ * still finds everything.
  */
 import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -12,17 +19,22 @@ import {
   BpfObject,
   MapType,
   Program,
+  detachTc,
   detachXdp,
   ensureBpffs,
   ifindexOf,
+  netnsInode,
+  netnsName,
   perCpu,
   queryXdp,
+  rawBytes,
   u32,
   type Codec,
+  type TcAttachment,
   type XdpMode,
 } from '../bpf/index.js';
 import { repoRoot } from '../bpf/native.js';
-import { metaValueCodec, nameKeyCodec, type MetaValue, type NameKey } from './meta.js';
+import { metaValueCodec, nameKeyCodec, ownerCodec, type MetaValue, type NameKey, type Owner } from './meta.js';
 import {
   DROP_REASONS,
   EVENTS,
@@ -46,11 +58,17 @@ import {
   type EventName,
   type RedirectValue,
 } from './structs.js';
+import { Watcher } from './watch.js';
 
 export const DEFAULT_PIN_ROOT = '/sys/fs/bpf/routeshift';
 export const DEFAULT_CAPACITY = 65536;
 const META_MAP = 'rs_app_meta';
 const NAMES_MAP = 'rs_app_names';
+const OWNER_MAP = 'rs_owner';
+/** The agent's own maps (user space only) are bound to rs_uplink, so they can be found through it. */
+
+/** Where rs_uplink_tc sits on the uplink's TC ingress: first, under a handle of its own ("rs"). */
+export const TC_HOOK = { handle: 0x7273, priority: 1 } as const;
 
 export interface HostDatapathOptions {
   uplink: string;
@@ -65,12 +83,56 @@ export interface HostDatapathOptions {
   objectPath?: string;
 }
 
-export function defaultPinDir(uplink: string): string {
-  return join(DEFAULT_PIN_ROOT, uplink);
+/** How the running data plane was come by. */
+export type Adoption = 'fresh' | 'pins' | 'program';
+
+/**
+ * /sys/fs/bpf/routeshift/<uplink>, or …/netns-<name>/<uplink> for an
+ * uplink in a named network namespace (`ip netns`): agents of two
+ * namespaces may share one bpffs, and their uplinks may share a name.
+ * Asked in the namespace of the uplink.
+ */
+export function defaultPinDir(uplink: string, netns: string | undefined = netnsName()): string {
+  return netns ? join(DEFAULT_PIN_ROOT, `netns-${netns}`, uplink) : join(DEFAULT_PIN_ROOT, uplink);
 }
 
 export function uplinkObjectPath(): string {
   return join(repoRoot(), 'bpf', 'uplink.o');
+}
+
+/** routeshift's program on the uplink, if that is what is attached. */
+interface Attached {
+  progId: number;
+  mode: XdpMode;
+  mapIds: number[];
+}
+
+function attachedRouteshift(ifindex: number): Attached | { foreign: string; progId: number } | undefined {
+  const q = queryXdp(ifindex);
+  if (!q.progId) return undefined;
+  let p: Program;
+  try {
+    p = Program.fromId(q.progId);
+  } catch {
+    return { foreign: 'unknown', progId: q.progId };
+  }
+  try {
+    if (p.name !== PROGRAMS.uplink) return { foreign: p.name, progId: q.progId };
+    return { progId: q.progId, mode: q.mode === 'generic' ? 'generic' : 'native', mapIds: p.mapIds() };
+  } finally {
+    p.close();
+  }
+}
+
+/** The maps a program holds, by name, as raw handles (the caller closes them). */
+function mapsById(ids: readonly number[]): Map<string, BpfMap<Buffer, Buffer>> {
+  const out = new Map<string, BpfMap<Buffer, Buffer>>();
+  for (const id of ids) {
+    const m = BpfMap.fromId(id);
+    if (out.has(m.info.name)) m.close();
+    else out.set(m.info.name, m);
+  }
+  return out;
 }
 
 export class HostDatapath implements Disposable {
@@ -85,18 +147,23 @@ export class HostDatapath implements Disposable {
   readonly names: BpfMap<NameKey, number>;
   /** The uplink program, for ids in /status (and test runs). */
   readonly program: Program;
+  /** Its TC ingress half (the TC delivery paths). */
+  readonly tcProgram: Program;
+  readonly tc: TcAttachment;
+  #watcher: Watcher | undefined;
 
   private constructor(
     readonly uplink: string,
     readonly ifindex: number,
     readonly pinDir: string,
     readonly capacity: number,
-    /** True when the maps were already pinned (a restart or upgrade). */
-    readonly adopted: boolean,
+    /** How the state was found: fresh, through the pins, or through the attached program. */
+    readonly adoption: Adoption,
     readonly xdpMode: XdpMode,
     obj: BpfObject,
     meta: BpfMap<number, MetaValue>,
     names: BpfMap<NameKey, number>,
+    tc: TcAttachment,
   ) {
     this.redirect = obj.map('rs_redirect', appKeyCodec, redirectValueCodec);
     this.deliver = obj.map('rs_deliver', appKeyCodec, deliverValueCodec);
@@ -105,8 +172,15 @@ export class HostDatapath implements Disposable {
     this.events = obj.map('rs_events', u32, perCpu(counterCodec));
     this.config = obj.map('rs_config', u32, configCodec);
     this.program = obj.program(PROGRAMS.uplink);
+    this.tcProgram = obj.program(PROGRAMS.tc);
     this.meta = meta;
     this.names = names;
+    this.tc = tc;
+  }
+
+  /** True when an earlier agent's state was adopted (a restart or upgrade). */
+  get adopted(): boolean {
+    return this.adoption !== 'fresh';
   }
 
   static open(opts: HostDatapathOptions): HostDatapath {
@@ -115,63 +189,114 @@ export class HostDatapath implements Disposable {
     const ifindex = ifindexOf(opts.uplink);
     ensureBpffs();
     mkdirSync(pinDir, { recursive: true });
-    const adopted = existsSync(join(pinDir, 'rs_redirect'));
+    const pinned = existsSync(join(pinDir, 'rs_redirect'));
+    const attached = attachedRouteshift(ifindex);
+    if (attached && 'foreign' in attached && !opts.replaceForeign) {
+      throw new Error(
+        `uplink ${opts.uplink} already has XDP program ${attached.foreign} (id ${attached.progId}) that is not routeshift's; ` +
+          'detach it or pass --replace',
+      );
+    }
+    const ours = attached && !('foreign' in attached) ? attached : undefined;
+
+    // The maps to reuse: pinned ones by path (libbpf), or those the attached program holds, by fd.
+    let adoption: Adoption = pinned ? 'pins' : 'fresh';
+    let held = new Map<string, BpfMap<Buffer, Buffer>>();
+    const me: Owner = { netns: netnsInode(), ifindex, uplink: opts.uplink };
+    if (pinned) assertOwner(pinDir, me);
+    if (pinned && ours) assertSameDataPlane(opts.uplink, pinDir, ours);
+    if (!pinned && ours) {
+      held = mapsById(ours.mapIds);
+      const missing = [...Object.keys(MAPS), META_MAP, NAMES_MAP].filter((n) => !held.has(n));
+      if (missing.length) {
+        for (const m of held.values()) m.close();
+        throw new Error(
+          `uplink ${opts.uplink} runs routeshift program id ${ours.progId}, but its maps are not pinned in ${pinDir} ` +
+            `and it does not hold ${missing.join(', ')} (an agent from before state was bound to the program, or another pin dir): ` +
+            'start with the --pin-dir it used, or `routeshift agent --cleanup` to start afresh',
+        );
+      }
+      adoption = 'program';
+    }
 
     const pinPaths: Record<string, string> = {};
     for (const name of Object.keys(MAPS)) pinPaths[name] = join(pinDir, name);
-    const obj = BpfObject.open(opts.objectPath ?? uplinkObjectPath(), {
-      pinPaths,
-      maxEntries: { rs_redirect: capacity, rs_deliver: capacity, rs_app_stats: capacity },
-    });
+    const reuseMaps: Record<string, BpfMap<Buffer, Buffer>> = {};
+    for (const name of Object.keys(MAPS)) {
+      const m = held.get(name);
+      if (m) reuseMaps[name] = m;
+    }
+    let obj: BpfObject | undefined;
     let meta: BpfMap<number, MetaValue> | undefined;
     let names: BpfMap<NameKey, number> | undefined;
+    let watcher: Watcher | undefined;
+    let dp: HostDatapath | undefined;
     try {
+      obj = BpfObject.open(opts.objectPath ?? uplinkObjectPath(), {
+        pinPaths,
+        reuseMaps,
+        maxEntries: { rs_redirect: capacity, rs_deliver: capacity, rs_app_stats: capacity },
+      });
       try {
         obj.load();
       } catch (err) {
-        if (adopted && /reuse|EINVAL/.test((err as Error).message)) {
+        if (adoption !== 'fresh' && /reuse|EINVAL|ENOENT/.test((err as Error).message)) {
           (err as Error).message +=
-            ` (the maps pinned in ${pinDir} do not match this build or --capacity ${capacity};` +
+            ` (the maps of the earlier agent on ${opts.uplink} do not match this build or --capacity ${capacity};` +
             ' start with the capacity they were made with, or `routeshift agent --cleanup` to start afresh)';
         }
         throw err;
       }
-      meta = openOrCreateUserMap(join(pinDir, META_MAP), u32, metaValueCodec, capacity);
-      names = openOrCreateUserMap(join(pinDir, NAMES_MAP), nameKeyCodec, u32, capacity);
-      const dp = new HostDatapath(opts.uplink, ifindex, pinDir, capacity, adopted, opts.xdpMode ?? 'native', obj, meta, names);
-      (dp as { xdpMode: XdpMode }).xdpMode = dp.attach(opts.xdpMode ?? 'native', opts.replaceForeign ?? false);
+      meta = userMap(pinDir, META_MAP, u32, metaValueCodec, capacity, held.get(META_MAP));
+      names = userMap(pinDir, NAMES_MAP, nameKeyCodec, u32, capacity, held.get(NAMES_MAP));
+      using owner = userMap(pinDir, OWNER_MAP, u32, ownerCodec, 1, held.get(OWNER_MAP), MapType.ARRAY);
+      owner.update(0, me);
+      const program = obj.program(PROGRAMS.uplink);
+      try {
+        // So a successor finds the agent's maps through the attached program when the pins are gone.
+        program.bindMap(meta);
+        program.bindMap(names);
+        program.bindMap(owner);
+      } finally {
+        program.close();
+      }
+      const mode = ours?.mode ?? opts.xdpMode ?? 'native';
+      const tcProgram = obj.program(PROGRAMS.tc);
+      let tc: TcAttachment;
+      try {
+        tc = tcProgram.attachTc(ifindex, 'ingress', { ...TC_HOOK, replace: true });
+      } finally {
+        tcProgram.close();
+      }
+      dp = new HostDatapath(opts.uplink, ifindex, pinDir, capacity, adoption, mode, obj, meta, names, tc);
+      dp.#attachXdp(mode, attached !== undefined);
+      watcher = Watcher.start(obj, dp.program.id, pinDir);
+      dp.#watcher = watcher;
       return dp;
     } catch (err) {
-      meta?.close();
-      names?.close();
-      if (!adopted) rmSync(pinDir, { recursive: true, force: true }); // leave no half-made state
+      watcher?.close();
+      if (dp) dp.close();
+      else {
+        meta?.close();
+        names?.close();
+      }
+      if (adoption === 'fresh') {
+        // leave no half-made state: what this start attached and pinned goes
+        HostDatapath.cleanup(opts.uplink, pinDir);
+      }
       throw err;
     } finally {
-      obj.close(); // maps and the program are held by their own handles
+      obj?.close(); // maps and programs are held by their own handles
+      for (const m of held.values()) m.close();
     }
   }
 
   /**
-   * Attach to the uplink. Replacing routeshift's own earlier program is one
-   * atomic netlink update (no packet sees an empty hook); a foreign program
-   * is refused unless told otherwise. Returns the mode in effect.
+   * Attach to the uplink. Replacing an earlier program is one atomic
+   * netlink update (no packet sees an empty hook).
    */
-  private attach(mode: XdpMode, replaceForeign: boolean): XdpMode {
-    const current = queryXdp(this.ifindex);
-    if (current.progId !== 0) {
-      const name = programName(current.progId);
-      if (name !== PROGRAMS.uplink && !replaceForeign) {
-        throw new Error(
-          `uplink ${this.uplink} already has XDP program ${name} (id ${current.progId}) that is not routeshift's; ` +
-            'detach it or pass --replace',
-        );
-      }
-      const keep: XdpMode = current.mode === 'generic' ? 'generic' : 'native';
-      this.program.attachXdp(this.ifindex, { mode: keep, replace: true });
-      return keep;
-    }
-    this.program.attachXdp(this.ifindex, { mode, replace: false });
-    return mode;
+  #attachXdp(mode: XdpMode, replace: boolean): void {
+    this.program.attachXdp(this.ifindex, { mode, replace });
   }
 
   /** Id of the program attached to the uplink now (0 if none). */
@@ -184,7 +309,7 @@ export class HostDatapath implements Disposable {
   }
 
   getConfig(): Config {
-    return this.config.lookup(0) ?? { tunnelAddr4: null, tunnelAddr6: null, mtu: 0 };
+    return this.config.lookup(0) ?? { tunnelAddr4: null, tunnelAddr6: null, mtu: 0, skbCsum: false, uplinkTx: 'xdp-tx', metaCookie: 0 };
   }
 
   appStats(appId: number): AppStats {
@@ -212,14 +337,17 @@ export class HostDatapath implements Disposable {
     >;
   }
 
-  /** Remove the XDP program from the uplink (forwarding stops). */
+  /** Remove the programs from the uplink (forwarding stops). */
   detach(): void {
     if (this.attachedProgramId() === this.program.id) detachXdp(this.ifindex, this.xdpMode);
+    detachTc({ ...this.tc, hookCreated: false });
   }
 
   close(): void {
+    this.#watcher?.close();
     for (const m of [this.redirect, this.deliver, this.stats, this.drops, this.events, this.config, this.meta, this.names]) m.close();
     this.program.close();
+    this.tcProgram.close();
   }
 
   [Symbol.dispose](): void {
@@ -227,8 +355,8 @@ export class HostDatapath implements Disposable {
   }
 
   /**
-   * Undo everything an agent made for this uplink: detach routeshift's XDP
-   * program and remove the pinned maps. Returns what it removed.
+   * Undo everything an agent made for this uplink: detach routeshift's
+   * programs and remove the pinned maps and links. Returns what it removed.
    */
   static cleanup(uplink: string, pinDir: string = defaultPinDir(uplink)): string[] {
     const removed: string[] = [];
@@ -239,10 +367,13 @@ export class HostDatapath implements Disposable {
       /* interface gone: nothing attached to remove */
     }
     if (ifindex) {
-      const q = queryXdp(ifindex);
-      if (q.progId && programName(q.progId) === PROGRAMS.uplink) {
-        detachXdp(ifindex, q.mode === 'generic' ? 'generic' : 'native');
-        removed.push(`XDP program ${q.progId} on ${uplink}`);
+      const a = attachedRouteshift(ifindex);
+      if (a && !('foreign' in a)) {
+        detachXdp(ifindex, a.mode);
+        removed.push(`XDP program ${a.progId} on ${uplink}`);
+      }
+      if (detachTc({ ifindex, direction: 'ingress', ...TC_HOOK, hookCreated: false })) {
+        removed.push(`TC ingress program on ${uplink}`);
       }
     }
     if (existsSync(pinDir)) {
@@ -253,27 +384,72 @@ export class HostDatapath implements Disposable {
   }
 }
 
-function programName(id: number): string {
-  try {
-    using p = Program.fromId(id);
-    return p.name;
-  } catch {
-    return `unknown`;
-  }
+/**
+ * One data plane per uplink: the routeshift program attached there must be
+ * the one using the maps pinned in pinDir, else it belongs to another
+ * agent (another pin dir) and taking it over would leave that agent writing
+ * entries nothing reads.
+ */
+function assertSameDataPlane(uplink: string, pinDir: string, attached: Attached): void {
+  using pinnedRedirect = BpfMap.openPinned(join(pinDir, 'rs_redirect'), rawBytes(MAPS_KEY_SIZE), rawBytes(MAPS_VALUE_SIZE));
+  if (attached.mapIds.includes(pinnedRedirect.info.id)) return;
+  throw new Error(
+    `uplink ${uplink} runs routeshift program id ${attached.progId}, which uses other maps than those pinned in ${pinDir}: ` +
+      'another agent (another --pin-dir) owns this uplink; stop that agent, or remove its data plane with ' +
+      '`routeshift agent --cleanup --uplink ' + uplink + ' --pin-dir <its pin dir>` first',
+  );
 }
 
-/** A user-space-only map pinned beside the data plane's (the agent's names). */
-function openOrCreateUserMap<K, V>(path: string, key: Codec<K>, value: Codec<V>, capacity: number): BpfMap<K, V> {
-  if (existsSync(path)) {
-    const m = BpfMap.openPinned(path, key, value);
-    if (m.info.maxEntries !== capacity) {
-      m.close();
-      throw new Error(`${path} holds ${m.info.maxEntries} entries, not --capacity ${capacity}`);
-    }
+/**
+ * The pinned maps were made for this uplink in this network namespace (an
+ * agent of another namespace, sharing the bpffs, may have used the same
+ * pin directory). Pins from before owners were recorded pass.
+ */
+function assertOwner(pinDir: string, me: Owner): void {
+  const path = join(pinDir, OWNER_MAP);
+  if (!existsSync(path)) return;
+  using m = BpfMap.openPinned(path, u32, ownerCodec);
+  const o = m.lookup(0);
+  if (!o || o.netns === 0n) return;
+  if (o.netns === me.netns && o.uplink === me.uplink) return;
+  throw new Error(
+    `the maps pinned in ${pinDir} are the data plane of ${o.uplink} in another network namespace (inode ${o.netns}, ` +
+      `this one is ${me.netns}): give this agent a --pin-dir of its own, or remove them with \`routeshift agent --cleanup\` where that agent runs`,
+  );
+}
+
+const MAPS_KEY_SIZE = appKeyCodec.size;
+const MAPS_VALUE_SIZE = redirectValueCodec.size;
+
+/**
+ * One of the agent's own maps (user space only): the one the attached
+ * program held (then pinned here), the pinned one, or a new one.
+ */
+function userMap<K, V>(
+  pinDir: string,
+  name: string,
+  key: Codec<K>,
+  value: Codec<V>,
+  capacity: number,
+  held: BpfMap<Buffer, Buffer> | undefined,
+  type: number = MapType.HASH,
+): BpfMap<K, V> {
+  const path = join(pinDir, name);
+  let m: BpfMap<K, V>;
+  if (held) {
+    m = BpfMap.fromId(held.info.id, key, value);
+    if (!existsSync(path)) m.pin(path);
+  } else if (existsSync(path)) {
+    m = BpfMap.openPinned(path, key, value);
+  } else {
+    m = BpfMap.create({ type, name, maxEntries: capacity }, key, value);
+    m.pin(path);
     return m;
   }
-  const name = path.slice(path.lastIndexOf('/') + 1);
-  const m = BpfMap.create({ type: MapType.HASH, name, maxEntries: capacity }, key, value);
-  m.pin(path);
+  if (m.info.maxEntries !== capacity) {
+    m.close();
+    throw new Error(`${path} holds ${m.info.maxEntries} entries, not --capacity ${capacity}`);
+  }
   return m;
 }
+

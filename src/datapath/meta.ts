@@ -18,12 +18,14 @@ export interface MetaValue {
   dev: string;
   /** The application's MAC on `dev`, if known (so LOCAL can be restored after FORWARD). */
   mac: string | null;
+  /** Given in the request, or resolved by the agent from the neighbour table (resolved again when the device changes). */
+  macSource: 'given' | 'resolved';
 }
 
 const KIND_CODE: Record<EntryKind, number> = { app: 1, delivery: 2 };
 const NAME_BYTES = 48;
 const DEV_BYTES = 16;
-// kind u8, pad[3], rs_app_key (20), name[48], dev[16], mac[6], reserved[2]
+// kind u8, pad[3], rs_app_key (20), name[48], dev[16], mac[6], mac_resolved u8, reserved u8
 const OFF_KEY = 4;
 const OFF_NAME = OFF_KEY + appKeyCodec.size;
 const OFF_DEV = OFF_NAME + NAME_BYTES;
@@ -51,6 +53,7 @@ export const metaValueCodec: Codec<MetaValue> = {
     writeString(into, offset + OFF_NAME, NAME_BYTES, value.name, 'name');
     writeString(into, offset + OFF_DEV, DEV_BYTES, value.dev, 'device name');
     if (value.mac !== null) parseMac(value.mac).copy(into, offset + OFF_MAC);
+    into.writeUInt8(value.macSource === 'resolved' ? 1 : 0, offset + OFF_MAC + 6);
   },
   decode(from, offset) {
     const code = from.readUInt8(offset);
@@ -62,6 +65,7 @@ export const metaValueCodec: Codec<MetaValue> = {
       name: readString(from, offset + OFF_NAME, NAME_BYTES),
       dev: readString(from, offset + OFF_DEV, DEV_BYTES),
       mac: mac.every((b) => b === 0) ? null : formatMac(mac),
+      macSource: from.readUInt8(offset + OFF_MAC + 6) === 1 ? 'resolved' : 'given',
     };
   },
 };
@@ -87,5 +91,32 @@ export const nameKeyCodec: Codec<NameKey> = {
       kind: from.readUInt8(offset) === KIND_CODE.delivery ? 'delivery' : 'app',
       name: readString(from, offset + 1, NAME_BYTES),
     };
+  },
+};
+
+/**
+ * Whose data plane the pinned maps are (rs_owner, one entry): the uplink
+ * they were made for, by network namespace and index. Two agents in two
+ * namespaces can share one bpffs; this keeps one from adopting the other's
+ * maps through a pin directory that happens to have the same name.
+ */
+export interface Owner {
+  /** Inode of the network namespace (/proc/self/ns/net). */
+  netns: bigint;
+  ifindex: number;
+  uplink: string;
+}
+
+// netns u64, ifindex u32, pad u32, uplink[16]
+export const ownerCodec: Codec<Owner> = {
+  size: 8 + 4 + 4 + DEV_BYTES,
+  encode(value, into, offset) {
+    into.fill(0, offset, offset + this.size);
+    into.writeBigUInt64LE(value.netns, offset);
+    into.writeUInt32LE(value.ifindex, offset + 8);
+    writeString(into, offset + 16, DEV_BYTES, value.uplink, 'uplink name');
+  },
+  decode(from, offset) {
+    return { netns: from.readBigUInt64LE(offset), ifindex: from.readUInt32LE(offset + 8), uplink: readString(from, offset + 16, DEV_BYTES) };
   },
 };

@@ -41,13 +41,15 @@ export const LAYOUT = {
       dmac: f(16, 6),
       smac: f(22, 6),
       tunnel_family: f(28, 1),
-      pad: f(29, 3),
+      path: f(29, 1),
+      slow_path: f(30, 1),
+      pad: f(31, 1),
       tunnel_dst: f(32, 16),
     },
   },
   rs_deliver_value: {
     size: 24,
-    fields: { app_id: f(0, 4), ifindex: f(4, 4), dmac: f(8, 6), smac: f(14, 6), flags: f(20, 4) },
+    fields: { app_id: f(0, 4), ifindex: f(4, 4), dmac: f(8, 6), smac: f(14, 6), path: f(20, 1), slow_path: f(21, 1), pad: f(22, 2) },
   },
   rs_counter: {
     size: 16,
@@ -58,8 +60,16 @@ export const LAYOUT = {
     fields: { by_action: f(0, 48) },
   },
   rs_config: {
-    size: 28,
-    fields: { tunnel_addr4: f(0, 4), tunnel_addr6: f(4, 16), mtu: f(20, 4), flags: f(24, 4) },
+    size: 32,
+    fields: { tunnel_addr4: f(0, 4), tunnel_addr6: f(4, 16), mtu: f(20, 4), flags: f(24, 4), meta_cookie: f(28, 4) },
+  },
+  rs_pending: {
+    size: 16,
+    fields: { app_id: f(0, 4), stat: f(4, 4), bytes: f(8, 4), pad: f(12, 4) },
+  },
+  rs_watch_config: {
+    size: 8,
+    fields: { uplink_prog_id: f(0, 4), pad: f(4, 4) },
   },
   rs_nexthop: {
     size: 48,
@@ -95,6 +105,21 @@ export const PORTS_ONLY_ACTION = 4;
 /** enum rs_redirect_flag: bits of rs_redirect_value.flags. */
 export const REDIRECT_FLAGS = { ports: 1 } as const;
 
+/**
+ * enum rs_path, in enum order: how a packet reaches an app's interface on
+ * this host (bpf/routeshift.h): an XDP redirect, the uplink's TC hook
+ * (bpf_redirect_peer into a veth's namespace, or bpf_redirect to a device's
+ * egress), or the host's own stack.
+ */
+export const PATHS = ['xdp', 'tc-peer', 'tc', 'kernel'] as const;
+export type Path = (typeof PATHS)[number];
+
+/** enum rs_config_flag: bits of rs_config.flags. */
+export const CONFIG_FLAGS = { skbCsum: 1, txRedirect: 2, txTc: 4 } as const;
+
+/** How frames leave by the uplink again (FORWARD, ICMP errors): XDP_TX, an XDP redirect to the uplink itself, or the TC hook. */
+export type UplinkTx = 'xdp-tx' | 'xdp-redirect' | 'tc';
+
 /** Next-hop cache (rs_nexthop): slots per CPU and how long an answer is used (bpf/routeshift.h). */
 export const NEXTHOP_SLOTS = 256;
 export const NEXTHOP_TTL_MS = 20;
@@ -113,15 +138,15 @@ export const DROP_REASONS = [
   'no_route',
   'too_big',
   'no_delivery',
-  'ttl',
-  'redirect_failed',
+  'rewrite',
   'bad_entry',
   'fragmentation',
+  'xmit_failed',
 ] as const;
 export type DropReason = (typeof DROP_REASONS)[number];
 
-/** enum rs_event, in enum order: packets passed to the kernel, counted. */
-export const EVENTS = ['unparsed', 'no_entry', 'no_neigh'] as const;
+/** enum rs_event, in enum order: packets passed to the kernel or answered, counted. */
+export const EVENTS = ['unparsed', 'no_entry', 'no_neigh', 'ttl', 'icmp_sent', 'kernel_path'] as const;
 export type EventName = (typeof EVENTS)[number];
 
 const enumOf = (prefix: string, names: readonly string[]): Record<string, number> => {
@@ -141,6 +166,8 @@ export const ENUMS: Readonly<Record<string, Readonly<Record<string, number>>>> =
   rs_stat: enumOf('RS_STAT', STATS),
   rs_drop: enumOf('RS_DROP', DROP_REASONS),
   rs_event: enumOf('RS_EVENT', EVENTS),
+  rs_path: enumOf('RS_PATH', PATHS.map((p) => p.replace('-', '_'))),
+  rs_config_flag: { RS_CONFIG_F_SKB_CSUM: CONFIG_FLAGS.skbCsum, RS_CONFIG_F_TX_REDIRECT: CONFIG_FLAGS.txRedirect, RS_CONFIG_F_TX_TC: CONFIG_FLAGS.txTc },
 };
 
 // ------------------------------------------------------------------ maps --
@@ -162,13 +189,25 @@ export const MAPS = {
   rs_drops: { type: 'percpu_array', key: 'u32', value: 'rs_counter', maxEntries: DROP_REASONS.length },
   rs_events: { type: 'percpu_array', key: 'u32', value: 'rs_counter', maxEntries: EVENTS.length },
   rs_config: { type: 'array', key: 'u32', value: 'rs_config', maxEntries: 1 },
+  rs_pending: { type: 'percpu_array', key: 'u32', value: 'rs_pending', maxEntries: 1 },
   rs_nexthop: { type: 'percpu_array', key: 'u32', value: 'rs_nexthop', maxEntries: NEXTHOP_SLOTS },
 } as const satisfies Record<string, MapSpec>;
 
 export type MapName = keyof typeof MAPS;
 
-/** Program section names in bpf/uplink.o. */
-export const PROGRAMS = { uplink: 'rs_uplink', pass: 'rs_pass' } as const;
+/** Programs in bpf/uplink.o: the XDP program, its TC ingress half, and the XDP_PASS one for veth peers. */
+export const PROGRAMS = { uplink: 'rs_uplink', tc: 'rs_uplink_tc', pass: 'rs_pass' } as const;
+
+/** The maps of bpf/watch.o of its own (the rest are rs_uplink's, shared by fd). */
+export const WATCH_MAPS = {
+  rs_watch_config: { type: 'array', key: 'u32', value: 'rs_watch_config', maxEntries: 1 },
+} as const satisfies Record<string, MapSpec>;
+
+/** The maps of bpf/uplink.o that bpf/watch.o uses too (loaded with rs_uplink's, by fd). */
+export const WATCH_SHARED_MAPS = ['rs_app_stats', 'rs_drops', 'rs_events', 'rs_pending'] as const;
+
+/** Programs in bpf/watch.o (tp_btf, attached to the xdp tracepoints). */
+export const WATCH_PROGRAMS = { redirectErr: 'rs_watch_redirect_err', exception: 'rs_watch_exception' } as const;
 
 // ----------------------------------------------------------------- types --
 
@@ -204,15 +243,22 @@ export interface AppKey {
  * with port entries and no whole-address app (never shown to users).
  */
 export type RedirectValue =
-  | { action: 'local'; appId: number; ifindex: number; dmac: string; smac: string; ports?: true }
+  | ({ action: 'local'; appId: number; ports?: true } & Target)
   | { action: 'forward'; appId: number; tunnel: string; ports?: true }
   | { action: 'ports-only'; appId: number; ports?: true };
 
-export interface DeliverValue {
-  appId: number;
+/** Where a LOCAL or delivery entry sends packets on this host, and by which paths. */
+export interface Target {
   ifindex: number;
   dmac: string;
   smac: string;
+  path: Path;
+  /** Taken instead of an 'xdp' path for a packet whose checksum is still partial. */
+  slowPath: Path;
+}
+
+export interface DeliverValue extends Target {
+  appId: number;
 }
 
 export interface Counter {
@@ -229,6 +275,16 @@ export interface Config {
   tunnelAddr6: string | null;
   /** Outer MTU limit; 0 = the route's MTU. */
   mtu: number;
+  /** The uplink's XDP sees skbs that may carry partial checksums (a veth): such packets take an entry's slow path. */
+  skbCsum: boolean;
+  uplinkTx: UplinkTx;
+  /** Random per agent start: rs_uplink_tc trusts only handovers carrying it (0 = no TC paths). */
+  metaCookie: number;
+}
+
+/** A config from what is given, the rest as a fresh data plane has it. */
+export function configOf(c: Partial<Config>): Config {
+  return { tunnelAddr4: null, tunnelAddr6: null, mtu: 0, skbCsum: false, uplinkTx: 'xdp-tx', metaCookie: 0, ...c };
 }
 
 // --------------------------------------------------------------- helpers --
@@ -249,6 +305,17 @@ export function protoNumber(proto: Proto): number {
     );
   }
   return n;
+}
+
+export function pathNumber(path: Path): number {
+  const n = PATHS.indexOf(path);
+  if (n < 0) throw new TypeError(`unknown delivery path ${JSON.stringify(path)}: expected one of ${PATHS.join(', ')}`);
+  return n;
+}
+
+/** A path byte as the program reads it; an unknown value is what the program does with it: the kernel path. */
+export function pathName(n: number): Path {
+  return PATHS[n] ?? 'kernel';
 }
 
 const PROTO_NAMES = new Map<number, ProtoName>(Object.entries(PROTO_NUMBERS).map(([name, num]) => [num, name as ProtoName]));
@@ -314,6 +381,8 @@ export const redirectValueCodec: Codec<RedirectValue> = {
       into.writeUInt32LE(checkUint('ifindex', value.ifindex, 0xffffffff), at('ifindex'));
       parseMac(value.dmac).copy(into, at('dmac'));
       parseMac(value.smac).copy(into, at('smac'));
+      into.writeUInt8(pathNumber(value.path), at('path'));
+      into.writeUInt8(pathNumber(value.slowPath), at('slow_path'));
     } else {
       into.writeUInt8(putAddress(value.tunnel, into, at('tunnel_dst'), 'tunnel address'), at('tunnel_family'));
     }
@@ -331,6 +400,8 @@ export const redirectValueCodec: Codec<RedirectValue> = {
         ifindex: from.readUInt32LE(at('ifindex')),
         dmac: formatMac(from.subarray(at('dmac'), at('dmac') + 6)),
         smac: formatMac(from.subarray(at('smac'), at('smac') + 6)),
+        path: pathName(from.readUInt8(at('path'))),
+        slowPath: pathName(from.readUInt8(at('slow_path'))),
         ...ports,
       };
     }
@@ -354,6 +425,8 @@ export const deliverValueCodec: Codec<DeliverValue> = {
     into.writeUInt32LE(checkUint('ifindex', value.ifindex, 0xffffffff), at('ifindex'));
     parseMac(value.dmac).copy(into, at('dmac'));
     parseMac(value.smac).copy(into, at('smac'));
+    into.writeUInt8(pathNumber(value.path), at('path'));
+    into.writeUInt8(pathNumber(value.slowPath), at('slow_path'));
   },
   decode(from, offset) {
     const at = (name: keyof typeof LAYOUT.rs_deliver_value.fields): number =>
@@ -363,6 +436,8 @@ export const deliverValueCodec: Codec<DeliverValue> = {
       ifindex: from.readUInt32LE(at('ifindex')),
       dmac: formatMac(from.subarray(at('dmac'), at('dmac') + 6)),
       smac: formatMac(from.subarray(at('smac'), at('smac') + 6)),
+      path: pathName(from.readUInt8(at('path'))),
+      slowPath: pathName(from.readUInt8(at('slow_path'))),
     };
   },
 };
@@ -408,16 +483,38 @@ export const configCodec: Codec<Config> = {
       v6.copy(into, at('tunnel_addr6'));
     }
     into.writeUInt32LE(checkUint('mtu', value.mtu, 0xffff), at('mtu'));
+    const flags =
+      (value.skbCsum ? CONFIG_FLAGS.skbCsum : 0) |
+      (value.uplinkTx === 'xdp-redirect' ? CONFIG_FLAGS.txRedirect : 0) |
+      (value.uplinkTx === 'tc' ? CONFIG_FLAGS.txTc : 0);
+    into.writeUInt32LE(flags, at('flags'));
+    into.writeUInt32LE(checkUint('metaCookie', value.metaCookie, 0xffffffff), at('meta_cookie'));
   },
   decode(from, offset) {
     const at = (name: keyof typeof LAYOUT.rs_config.fields): number => offset + field('rs_config', name);
     const a4 = from.subarray(at('tunnel_addr4'), at('tunnel_addr4') + 4);
     const a6 = from.subarray(at('tunnel_addr6'), at('tunnel_addr6') + 16);
+    const flags = from.readUInt32LE(at('flags'));
     return {
       tunnelAddr4: a4.every((b) => b === 0) ? null : formatIPv4(a4),
       tunnelAddr6: a6.every((b) => b === 0) ? null : formatIPv6(a6),
       mtu: from.readUInt32LE(at('mtu')),
+      skbCsum: (flags & CONFIG_FLAGS.skbCsum) !== 0,
+      uplinkTx: flags & CONFIG_FLAGS.txTc ? 'tc' : flags & CONFIG_FLAGS.txRedirect ? 'xdp-redirect' : 'xdp-tx',
+      metaCookie: from.readUInt32LE(at('meta_cookie')),
     };
+  },
+};
+
+/** rs_watch_config: the rs_uplink program whose failed transmits bpf/watch.o counts. */
+export const watchConfigCodec: Codec<number> = {
+  size: LAYOUT.rs_watch_config.size,
+  encode(value, into, offset) {
+    into.fill(0, offset, offset + this.size);
+    into.writeUInt32LE(checkUint('uplink program id', value, 0xffffffff), offset + field('rs_watch_config', 'uplink_prog_id'));
+  },
+  decode(from, offset) {
+    return from.readUInt32LE(offset + field('rs_watch_config', 'uplink_prog_id'));
   },
 };
 

@@ -104,7 +104,7 @@ export class Uplink implements Disposable {
   }
 
   setConfig(c: Partial<Config>): void {
-    this.config.update(0, { tunnelAddr4: null, tunnelAddr6: null, mtu: 0, ...c });
+    this.config.update(0, { tunnelAddr4: null, tunnelAddr6: null, mtu: 0, skbCsum: false, uplinkTx: 'xdp-tx', metaCookie: 0, ...c });
   }
 
   /**
