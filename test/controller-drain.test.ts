@@ -20,7 +20,7 @@ function hostWith(n: number): { a: MemoryAgent; b: MemoryAgent; c: MemoryAgent; 
     const name = `app${String(i).padStart(4, '0')}`;
     const app: App = {
       name, address: `10.${200 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`, proto: 'udp', port: 7000, dev: `v${i}`, mac: '02:00:00:00:00:01',
-      action: { type: 'local' }, appId: i + 1, counters: { local: { packets: '0', bytes: '0' }, forward: { packets: '0', bytes: '0' } },
+      macSource: 'given', path: { via: 'xdp' }, action: { type: 'local' }, appId: i + 1, counters: { local: { packets: '0', bytes: '0' }, forward: { packets: '0', bytes: '0' } },
     };
     a.apps.set(name, app);
   }

@@ -12,7 +12,7 @@ import { mkdirSync, rmSync } from 'node:fs';
 import { pino } from 'pino';
 import { inNetns, xdpVerdictName } from '../src/bpf/index.js';
 import { HostDatapath } from '../src/datapath/host.js';
-import type { AppKey, RedirectValue } from '../src/datapath/structs.js';
+import { configOf, type AppKey, type RedirectValue } from '../src/datapath/structs.js';
 import { EntryStore } from '../src/agent/entries.js';
 import type { LinkResolver } from '../src/agent/links.js';
 import { uniquePrefix } from '../src/testbed/netns.js';
@@ -27,13 +27,14 @@ mkdirSync(pinDir, { recursive: true });
 t.teardown(() => rmSync(pinDir, { recursive: true, force: true }));
 
 const links: LinkResolver = {
-  link: () => ({ ifindex: 42, mac: '02:00:00:00:10:01' }) as ReturnType<LinkResolver['link']>,
+  device: () => ({ ifindex: 42, mac: '02:00:00:00:10:01', path: 'xdp', slowPath: 'tc-peer', why: 'test' }),
+  resolve: async () => {},
   neighbourMac: () => '02:00:00:00:10:10',
 };
 const log = pino({ level: 'silent' });
 const dp = inNetns(net.ns.name, () => HostDatapath.open({ uplink: 'eth0', pinDir, capacity: 256 }));
 t.teardown(() => dp.close());
-dp.setConfig({ tunnelAddr4: NET.up4, tunnelAddr6: null, mtu: 0 });
+dp.setConfig(configOf({ tunnelAddr4: NET.up4 }));
 let store = new EntryStore(dp, log, links);
 
 const X = '10.200.0.10';
@@ -51,53 +52,53 @@ function verdict(address: string, port: number): string {
 }
 
 t.test('a whole-address app alone: no flag, one lookup', async (t) => {
-  store.putApp('x', body(X), 'test');
-  t.same(entry(whole(X)), { action: 'local', appId: 0, ifindex: 42, dmac: '02:00:00:00:10:10', smac: '02:00:00:00:10:01' });
+  await store.putApp('x', body(X), 'test');
+  t.same(entry(whole(X)), { action: 'local', appId: 0, ifindex: 42, dmac: '02:00:00:00:10:10', smac: '02:00:00:00:10:01', path: 'xdp', slowPath: 'tc-peer' });
 });
 
 t.test('adding a port entry flags the whole-address entry; removing it clears the flag', async (t) => {
-  store.putApp('xp', body(X, { proto: 'udp', port: 5000, action: { type: 'forward', tunnel: NET.peer4 } }), 'test');
+  await store.putApp('xp', body(X, { proto: 'udp', port: 5000, action: { type: 'forward', tunnel: NET.peer4 } }), 'test');
   t.match(entry(whole(X)), { action: 'local', ports: true }, 'flagged');
   t.match(entry(udpKey(X, 5000)), { action: 'forward', tunnel: NET.peer4 });
   t.notOk('ports' in entry(udpKey(X, 5000))!, 'port entries carry no flag');
   t.equal(verdict(X, 5000), 'TX', 'udp/5000 is forwarded (the port entry)');
   t.equal(verdict(X, 5001), 'REDIRECT', 'udp/5001 is LOCAL (the whole address)');
-  store.setAction('x', { type: 'forward', tunnel: NET.peer4 }, 'test');
+  await store.setAction('x', { type: 'forward', tunnel: NET.peer4 }, 'test');
   t.match(entry(whole(X)), { action: 'forward', ports: true }, 'an action change keeps the flag');
-  store.setAction('x', { type: 'local' }, 'test');
-  store.deleteApp('xp', 'test');
+  await store.setAction('x', { type: 'local' }, 'test');
+  await store.deleteApp('xp', 'test');
   t.notOk('ports' in entry(whole(X))!, 'flag cleared with the last port entry');
   t.equal(entry(udpKey(X, 5000)), undefined);
   t.equal(verdict(X, 5000), 'REDIRECT');
 });
 
 t.test('port entries only: a placeholder nobody sees, removed with the last port entry', async (t) => {
-  store.putApp('y53', body(Y, { proto: 'udp', port: 53 }), 'test');
-  store.putApp('y54', body(Y, { proto: 'udp', port: 54 }), 'test');
+  await store.putApp('y53', body(Y, { proto: 'udp', port: 53 }), 'test');
+  await store.putApp('y54', body(Y, { proto: 'udp', port: 54 }), 'test');
   t.same(entry(whole(Y)), { action: 'ports-only', appId: 0xffffffff, ports: true }, 'placeholder');
   t.same(names(), ['x', 'y53', 'y54'], 'apps list only real apps');
   t.equal(verdict(Y, 53), 'REDIRECT', 'its ports are served');
   t.equal(verdict(Y, 55), 'PASS', 'other ports pass');
-  store.deleteApp('y53', 'test');
+  await store.deleteApp('y53', 'test');
   t.ok(entry(whole(Y)), 'still one port entry: placeholder kept');
-  store.deleteApp('y54', 'test');
+  await store.deleteApp('y54', 'test');
   t.equal(entry(whole(Y)), undefined, 'last port entry gone: placeholder gone');
   t.equal([...dp.redirect.keys()].length, 1, 'only x is left in the map');
 });
 
 t.test('whole-address app deleted while port entries remain: replaced by the placeholder, and back', async (t) => {
-  store.putApp('xp', body(X, { proto: 'udp', port: 5000 }), 'test');
-  store.deleteApp('x', 'test');
+  await store.putApp('xp', body(X, { proto: 'udp', port: 5000 }), 'test');
+  await store.deleteApp('x', 'test');
   t.same(entry(whole(X)), { action: 'ports-only', appId: 0xffffffff, ports: true });
   t.equal(verdict(X, 5001), 'PASS', 'the rest of the address passes');
   t.equal(verdict(X, 5000), 'REDIRECT');
-  store.putApp('x', body(X), 'test');
+  await store.putApp('x', body(X), 'test');
   t.match(entry(whole(X)), { action: 'local', ports: true }, 'the app replaces the placeholder, flag kept');
   t.same(names(), ['x', 'xp']);
 });
 
 t.test('a batch is settled as a whole; an idempotent re-put writes nothing', async (t) => {
-  store.batch(
+  await store.batch(
     {
       ops: [
         { op: 'put-app', name: 'z', address: '10.200.0.12', dev: 'eth1' },
@@ -112,8 +113,8 @@ t.test('a batch is settled as a whole; an idempotent re-put writes nothing', asy
   t.same(entry(whole('10.200.0.13')), { action: 'ports-only', appId: 0xffffffff, ports: true });
   t.notOk('ports' in entry(whole(X))!);
   const snap = JSON.stringify([...dp.redirect.entries()]);
-  store.putApp('zp', body('10.200.0.12', { proto: 'tcp', port: 80 }), 'test');
-  store.putApp('z', body('10.200.0.12'), 'test');
+  await store.putApp('zp', body('10.200.0.12', { proto: 'tcp', port: 80 }), 'test');
+  await store.putApp('z', body('10.200.0.12'), 'test');
   t.equal(JSON.stringify([...dp.redirect.entries()]), snap, 'nothing changed');
 });
 
@@ -136,16 +137,16 @@ t.test('a kernel refusal part-way through a change is undone whole (placeholders
   t.teardown(() => rmSync(smallPin, { recursive: true, force: true }));
   const small = inNetns(net.ns.name, () => HostDatapath.open({ uplink: 'eth1', pinDir: smallPin, capacity: 5 }));
   t.teardown(() => {
-    small.detach();
+    inNetns(net.ns.name, () => small.detach());
     small.close();
   });
   const s = new EntryStore(small, log, links);
-  s.putApp('p1', body('10.210.0.1', { proto: 'udp', port: 5000 }), 'test');
-  s.putApp('p2', body('10.210.0.2', { proto: 'udp', port: 5000 }), 'test');
+  await s.putApp('p1', body('10.210.0.1', { proto: 'udp', port: 5000 }), 'test');
+  await s.putApp('p2', body('10.210.0.2', { proto: 'udp', port: 5000 }), 'test');
   const dump = (m: { entries(): IterableIterator<[unknown, unknown]> }): string => JSON.stringify([...m.entries()].map((e) => JSON.stringify(e)).sort());
   const before = { redirect: dump(small.redirect), meta: dump(small.meta), names: dump(small.names) };
-  t.throws(
-    () => s.putApp('p3', body('10.210.0.3', { proto: 'udp', port: 5000 }), 'test'),
+  await t.rejects(
+    s.putApp('p3', body('10.210.0.3', { proto: 'udp', port: 5000 }), 'test'),
     { status: 409, message: /E2BIG .*map full, 5 entries\); nothing was changed.*--capacity/ },
     'the map refuses the second new slot: a 409 that says what to do',
   );
@@ -160,9 +161,9 @@ t.test('adoption repairs what a crash between map writes can leave, and counts w
   t.teardown(() => rmSync(pin, { recursive: true, force: true }));
   const first = inNetns(net.ns.name, () => HostDatapath.open({ uplink: 'eth1', pinDir: pin, capacity: 64 }));
   const s1 = new EntryStore(first, log, links);
-  for (const [name, i] of [['a1', 1], ['a2', 2], ['a3', 3], ['a4', 4]] as const) s1.putApp(name, body(`10.211.0.${i}`), 'test');
-  s1.putApp('p1', body('10.211.0.9', { proto: 'udp', port: 53 }), 'test');
-  s1.putDelivery('d1', body('10.211.1.1'), 'test');
+  for (const [name, i] of [['a1', 1], ['a2', 2], ['a3', 3], ['a4', 4]] as const) await s1.putApp(name, body(`10.211.0.${i}`), 'test');
+  await s1.putApp('p1', body('10.211.0.9', { proto: 'udp', port: 53 }), 'test');
+  await s1.putDelivery('d1', body('10.211.1.1'), 'test');
   const idOf = (name: string): number => s1.getApp(name).appId;
   const [a1, a2, a3, a4] = ['a1', 'a2', 'a3', 'a4'].map(idOf) as [number, number, number, number];
   // What crashes can leave: a name index entry missing (a1), pointing at another id (a2's
@@ -172,12 +173,12 @@ t.test('adoption repairs what a crash between map writes can leave, and counts w
   first.names.update({ kind: 'app', name: 'a2' }, a3);
   first.names.update({ kind: 'app', name: 'ghost' }, a4);
   first.redirect.delete(whole('10.211.0.3'));
-  first.detach();
+  inNetns(net.ns.name, () => first.detach());
   first.close();
 
   const again = inNetns(net.ns.name, () => HostDatapath.open({ uplink: 'eth1', pinDir: pin, capacity: 64 }));
   t.teardown(() => {
-    again.detach();
+    inNetns(net.ns.name, () => again.detach());
     again.close();
   });
   const s2 = new EntryStore(again, log, links);
@@ -192,6 +193,6 @@ t.test('adoption repairs what a crash between map writes can leave, and counts w
   t.equal(index.get('delivery:d1'), s2.getDelivery('d1').appId);
   t.equal(index.size, 5, 'one name per live entry, nothing else');
   t.equal(again.redirect.lookup(whole('10.211.0.9'))?.action, 'ports-only', 'p1 still has its placeholder');
-  s2.putApp('a3', body('10.211.0.3'), 'test');
+  await s2.putApp('a3', body('10.211.0.3'), 'test');
   t.equal(s2.counts.apps, 5, 'the dropped name can be used again');
 });

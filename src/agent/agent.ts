@@ -3,7 +3,7 @@
  * data plane, configure this host's tunnel addresses, serve the API.
  */
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import type { FastifyInstance } from 'fastify';
 import { destination, pino, type Logger } from 'pino';
 import { enterNetns, inNetns, type XdpMode } from '../bpf/index.js';
@@ -11,6 +11,8 @@ import { canonicalAddress, parseAddress } from '../datapath/address.js';
 import { HostDatapath, defaultPinDir } from '../datapath/host.js';
 import type { Config } from '../datapath/structs.js';
 import { EntryStore } from './entries.js';
+import { SystemLinks } from './links.js';
+import { PathKeeper, uplinkFacts, withUplinkFacts } from './paths.js';
 import { PidLock, agentLockName } from './lock.js';
 import { AGENT_NODE_FLAGS, RELEASE_AFTER_OPS, releaseMemory, youngGenerationCapped } from './memory.js';
 import { createMetrics } from './metrics.js';
@@ -40,6 +42,8 @@ export interface AgentOptions {
    * from the current one (hosts of a test topology or the demo).
    */
   netns?: string;
+  /** How often the delivery paths are checked against the devices (default 1000 ms). */
+  pathCheckMs?: number;
 }
 
 export interface RunningAgent {
@@ -74,8 +78,25 @@ function uplinkAddresses(uplink: string): string[] {
   return [v4?.local, v6?.local].filter((a): a is string => a !== undefined);
 }
 
+/**
+ * The kernel path of FORWARD (bpf/uplink.c rs_forward_kernel: an unresolved
+ * next hop, a driver without XDP metadata) hands the stack packets whose
+ * source is this host's own tunnel address; IPv4 takes them only with
+ * accept_local on the uplink.
+ */
+function allowOwnSource(uplink: string, log: Logger): void {
+  const path = `/proc/sys/net/ipv4/conf/${uplink}/accept_local`;
+  try {
+    if (readFileSync(path, 'utf8').trim() === '1') return;
+    writeFileSync(path, '1');
+    log.info({ uplink, sysctl: `net.ipv4.conf.${uplink}.accept_local=1` }, 'set so the stack routes packets the data plane encapsulated from this host\'s address');
+  } catch (err) {
+    log.warn({ uplink, err: (err as Error).message }, `cannot set net.ipv4.conf.${uplink}.accept_local=1: forwarding through the stack (unresolved next hops) will not work`);
+  }
+}
+
 export function tunnelConfig(addrs: readonly string[], mtu: number): Config {
-  const config: Config = { tunnelAddr4: null, tunnelAddr6: null, mtu };
+  const config: Config = { tunnelAddr4: null, tunnelAddr6: null, mtu, skbCsum: false, uplinkTx: 'xdp-tx', metaCookie: 0 };
   for (const a of addrs) {
     const family = parseAddress(a).family;
     if (family === 4) config.tunnelAddr4 = canonicalAddress(a);
@@ -95,7 +116,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   if (opts.insecure && !isLoopback(host)) {
     throw new Error(`--insecure serves without a token, so it only listens on loopback; ${host} is not`);
   }
-  const pinDir = opts.pinDir ?? defaultPinDir(opts.uplink);
+  const pinDir = opts.pinDir ?? defaultPinDir(opts.uplink, opts.netns);
   const lock = PidLock.acquire(agentLockName(pinDir), `uplink ${opts.uplink} (pin dir ${pinDir})`);
   let dp: HostDatapath | undefined;
   try {
@@ -108,18 +129,29 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       ...(opts.capacity ? { capacity: opts.capacity } : {}),
       replaceForeign: opts.replace,
     }));
-    const wanted = tunnelConfig(opts.tunnelAddrs ?? inHost(() => uplinkAddresses(opts.uplink)), opts.mtu ?? 0);
-    if (!wanted.tunnelAddr4 && !wanted.tunnelAddr6) {
+    const addressed = tunnelConfig(opts.tunnelAddrs ?? inHost(() => uplinkAddresses(opts.uplink)), opts.mtu ?? 0);
+    if (!addressed.tunnelAddr4 && !addressed.tunnelAddr6) {
       throw new Error(`uplink ${opts.uplink} has no global address: give --tunnel-addr`);
     }
+    const datapathNow = dp;
     const current = dp.getConfig();
+    const facts = inHost(() => uplinkFacts(datapathNow.ifindex, datapathNow.xdpMode));
+    const wanted = withUplinkFacts({ ...addressed, metaCookie: current.metaCookie }, facts);
     if (JSON.stringify(current) !== JSON.stringify(wanted)) {
       dp.setConfig(wanted);
-      log.info({ before: current, after: wanted }, 'tunnel config set');
+      log.info({ before: current, after: wanted, uplink: facts.why }, 'data plane config set');
     }
-    const store = new EntryStore(dp, log.child({ component: 'entries' }));
-    // Adopting many pinned entries reads them all once: hand that memory back before serving.
-    if (store.counts.apps + store.counts.deliveries >= RELEASE_AFTER_OPS) releaseMemory();
+    if (dp.xdpMode !== opts.xdpMode) {
+      log.warn(
+        { running: dp.xdpMode, asked: opts.xdpMode },
+        `kept the running data plane's XDP mode (${dp.xdpMode}): changing it means detaching, a gap in forwarding; ` +
+          'stop the agent, `routeshift agent --cleanup`, and start it with the mode wanted',
+      );
+    }
+    inHost(() => allowOwnSource(opts.uplink, log));
+    const links = new SystemLinks(dp.xdpMode);
+    const store = new EntryStore(dp, log.child({ component: 'entries' }), links);
+    const paths = new PathKeeper(dp, store, links, log.child({ component: 'paths' }), opts.pathCheckMs);
     const metrics = createMetrics(dp, store);
     const started = Date.now();
     const datapath = dp;
@@ -127,16 +159,20 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       uplink: opts.uplink,
       ifindex: datapath.ifindex,
       hook: {
-        type: 'xdp',
+        type: 'xdp+tc',
         mode: datapath.xdpMode,
+        modeAsked: opts.xdpMode,
         programId: datapath.program.id,
         attachedProgramId: datapath.attachedProgramId(),
-        // Native XDP redirects into a veth arrive only if the veth's peer runs an XDP program (DESIGN.md).
-        note: datapath.xdpMode === 'native' ? 'veth targets need an XDP program (rs_pass) or GRO on their peer' : undefined,
+        tcProgramId: datapath.tcProgram.id,
+        uplinkTx: datapath.getConfig().uplinkTx,
+        checksPartialChecksums: datapath.getConfig().skbCsum,
       },
+      devices: paths.devices(),
       tunnel: { v4: datapath.getConfig().tunnelAddr4, v6: datapath.getConfig().tunnelAddr6, mtu: datapath.getConfig().mtu },
       pinDir,
       adopted: datapath.adopted,
+      adoptedFrom: datapath.adoption,
       uptimeSeconds: Math.round((Date.now() - started) / 1000),
       entries: store.counts,
       capacity: { apps: datapath.redirect.info.maxEntries, deliveries: datapath.deliver.info.maxEntries },
@@ -148,6 +184,9 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     await server.listen({ host, port });
     // The listening socket stays where it was opened; everything after acts in the host.
     if (opts.netns) enterNetns(opts.netns);
+    await paths.start();
+    // Adopting many pinned entries reads them all (twice, with the path check): hand that memory back.
+    if (store.counts.apps + store.counts.deliveries >= RELEASE_AFTER_OPS) releaseMemory();
     const addr = server.server.address();
     const boundPort = typeof addr === 'object' && addr ? addr.port : port;
     const url = `${tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${boundPort}`;
@@ -166,6 +205,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       async close(detach = opts.detachOnExit) {
         if (closed) return;
         closed = true;
+        await paths.stop();
         await server.close();
         if (detach) datapath.detach();
         datapath.close();

@@ -13,9 +13,9 @@ import type { Logger } from 'pino';
 import { isErrno } from '../bpf/native.js';
 import type { HostDatapath } from '../datapath/host.js';
 import type { EntryKind, MetaValue } from '../datapath/meta.js';
-import type { AppKey, DeliverValue, RedirectValue } from '../datapath/structs.js';
+import type { AppKey, DeliverValue, Path, RedirectValue, Target, UplinkTx } from '../datapath/structs.js';
 import { ConflictError, FieldError, NotFoundError } from './errors.js';
-import { systemLinks, type LinkInfo, type LinkResolver } from './links.js';
+import { SystemLinks, type DeviceTarget, type LinkResolver, type NeighbourWant } from './links.js';
 import { MapChange, type Applicable } from './txn.js';
 import {
   batchOps,
@@ -24,6 +24,7 @@ import {
   parseAppBody,
   parseBatchOp,
   parseDeliveryBody,
+  parseAddressField,
   parseName,
   parsePageQuery,
   type ActionSpec,
@@ -44,7 +45,15 @@ interface EntryView {
   port: number;
   dev: string;
   mac: string | null;
+  /** Whether `mac` was given (kept as is) or resolved by the agent (resolved again when the device changes). */
+  macSource: 'given' | 'resolved';
   appId: number;
+  /**
+   * How packets reach the app now: for a LOCAL or delivery entry the path
+   * into `dev` (and the slower one a packet with a partial checksum takes);
+   * for a FORWARD entry how they leave by the uplink.
+   */
+  path: { via: Path | UplinkTx; slowVia?: Path };
 }
 
 export interface AppView extends EntryView {
@@ -90,6 +99,31 @@ function withPorts(v: RedirectValue, ports: boolean): RedirectValue {
 
 function sameJson(a: unknown, b: unknown): boolean {
   return JSON.stringify(a) === JSON.stringify(b);
+}
+
+function pathView(t: Target): EntryView['path'] {
+  return t.path === 'xdp' && t.slowPath !== 'xdp' ? { via: t.path, slowVia: t.slowPath } : { via: t.path };
+}
+
+/**
+ * The LOCAL and delivery entries of a raw batch that need their app's MAC
+ * looked up, read leniently before staging: an op this cannot read is left
+ * for staging, which names what is wrong with it.
+ */
+function rawWants(ops: readonly unknown[]): NeighbourWant[] {
+  const out: NeighbourWant[] = [];
+  ops.forEach((raw, i) => {
+    if (typeof raw !== 'object' || raw === null) return;
+    const o = raw as Record<string, unknown>;
+    const local = o.op === 'put-delivery' || (o.op === 'put-app' && (o.action === undefined || (o.action as { type?: unknown } | null)?.type === 'local'));
+    if (!local || o.mac !== undefined || typeof o.address !== 'string' || typeof o.dev !== 'string') return;
+    try {
+      out.push({ address: parseAddressField(o.address, 'address'), dev: o.dev, field: `ops[${i}].mac` });
+    } catch {
+      /* staging reports it */
+    }
+  });
+  return out;
 }
 
 function counter(c: { packets: bigint; bytes: bigint }): CounterView {
@@ -142,6 +176,8 @@ class Catalog {
   readonly counts = { apps: 0, deliveries: 0 };
   /** Address → how many app entries of it are port entries (usually few addresses). */
   readonly portKeys = new Map<string, number>();
+  /** Device → how many entries deliver into it (few devices, many entries). */
+  readonly devices = new Map<string, number>();
 
   constructor(private readonly dp: HostDatapath) {
     this.#ids = new Uint8Array(Math.ceil(dp.capacity / 8));
@@ -193,6 +229,12 @@ class Catalog {
     if (n > 0) this.portKeys.set(address, n);
     else this.portKeys.delete(address);
   }
+
+  countDevice(dev: string, by: number): void {
+    const n = (this.devices.get(dev) ?? 0) + by;
+    if (n > 0) this.devices.set(dev, n);
+    else this.devices.delete(dev);
+  }
 }
 
 export class EntryStore {
@@ -204,7 +246,7 @@ export class EntryStore {
   constructor(
     private readonly dp: HostDatapath,
     private readonly log: Logger,
-    links: LinkResolver = systemLinks,
+    links: LinkResolver = new SystemLinks(dp.xdpMode),
   ) {
     this.#catalog = new Catalog(dp);
     this.#links = links;
@@ -263,6 +305,7 @@ export class EntryStore {
     const stale = outOfRange;
     for (let id = 0; id < capacity; id++) if ((state[id]! & (HAS_META | KEY_OK)) === HAS_META) stale.push(id);
     for (const id of stale) this.dp.meta.delete(id);
+    for (const [id, meta] of this.dp.meta.entries()) if (id < capacity && state[id]! & KEY_OK) c.countDevice(meta.dev, +1);
 
     // The name index: each live id needs exactly its own name pointing at it.
     const orphans: [{ kind: EntryKind; name: string }, number][] = [];
@@ -315,13 +358,14 @@ export class EntryStore {
   /** `query`: `{limit?, cursor?}` (strings, as in a URL). */
   listApps(query?: unknown): { apps: AppView[]; next: string | null } {
     const { entries, next } = this.#page('app', query);
-    return { apps: entries.map((e) => this.#appView(e)), next };
+    const tx = this.dp.getConfig().uplinkTx;
+    return { apps: entries.map((e) => this.#appView(e, tx)), next };
   }
 
   getApp(name: string): AppView {
     const e = this.#catalog.entry('app', name);
     if (!e) throw new NotFoundError(`no app named ${JSON.stringify(name)}`);
-    return this.#appView(e);
+    return this.#appView(e, this.dp.getConfig().uplinkTx);
   }
 
   listDeliveries(query?: unknown): { deliveries: DeliveryView[]; next: string | null } {
@@ -344,53 +388,109 @@ export class EntryStore {
     }
   }
 
-  #entryView(e: Entry): EntryView {
-    const { key } = e.meta;
-    return { name: e.meta.name, address: key.address, proto: key.proto, port: key.port, dev: e.meta.dev, mac: e.meta.mac, appId: e.appId };
+  /** Each entry's delivery path now, up to a limit (for /metrics). */
+  *paths(limit: number): IterableIterator<{ name: string; kind: EntryKind; path: string }> {
+    let n = 0;
+    const tx = this.dp.getConfig().uplinkTx;
+    for (const [, meta] of this.dp.meta.entries()) {
+      if (n++ >= limit) return;
+      const v = meta.kind === 'delivery' ? this.dp.deliver.lookup(meta.key) : this.dp.redirect.lookup(meta.key);
+      const path = !v ? 'none' : 'path' in v ? v.path : v.action === 'forward' ? `forward-${tx}` : 'none';
+      yield { name: meta.name, kind: meta.kind, path };
+    }
   }
 
-  #appView(e: Entry): AppView {
+  /** The devices entries deliver into, with how many entries each (the path keeper watches them). */
+  devices(): ReadonlyMap<string, number> {
+    return this.#catalog.devices;
+  }
+
+  #entryView(e: Entry, path: EntryView['path']): EntryView {
+    const { key } = e.meta;
+    return {
+      name: e.meta.name,
+      address: key.address,
+      proto: key.proto,
+      port: key.port,
+      dev: e.meta.dev,
+      mac: e.meta.mac,
+      macSource: e.meta.macSource,
+      appId: e.appId,
+      path,
+    };
+  }
+
+  #appView(e: Entry, tx: UplinkTx): AppView {
     const v = this.dp.redirect.lookup(e.meta.key);
     const stats = this.dp.appStats(e.appId);
     const action: ActionSpec = v?.action === 'forward' ? { type: 'forward', tunnel: v.tunnel } : { type: 'local' };
-    return { ...this.#entryView(e), action, counters: { local: counter(stats.local), forward: counter(stats.forward) } };
+    const path: EntryView['path'] = v?.action === 'local' ? pathView(v) : { via: tx };
+    return { ...this.#entryView(e, path), action, counters: { local: counter(stats.local), forward: counter(stats.forward) } };
   }
 
   #deliveryView(e: Entry): DeliveryView {
+    const v = this.dp.deliver.lookup(e.meta.key);
     const stats = this.dp.appStats(e.appId);
-    return { ...this.#entryView(e), counters: { deliver: counter(stats.deliver) } };
+    return { ...this.#entryView(e, v ? pathView(v) : { via: 'kernel' }), counters: { deliver: counter(stats.deliver) } };
   }
 
   // ----------------------------------------------------------- writes --
 
-  putApp(name: unknown, body: unknown, who: Source): { app: AppView; created: boolean } {
+  /**
+   * Writes run one at a time, in the order they arrive: a batch stages
+   * across event-loop turns (reads and /metrics answer meanwhile), neighbour
+   * resolution awaits answers, and the next write starts once it settled.
+   */
+  #writes: Promise<unknown> = Promise.resolve();
+
+  #serialized<T>(write: () => Promise<T> | T): Promise<T> {
+    const run = this.#writes.then(write, write);
+    this.#writes = run.catch(() => undefined);
+    return run;
+  }
+
+  async putApp(name: unknown, body: unknown, who: Source): Promise<{ app: AppView; created: boolean }> {
     const n = parseName(name);
     const spec = parseAppBody(body);
-    const created = !this.#catalog.entry('app', n);
-    this.#commit([{ op: 'put-app', name: n, spec }], who);
-    return { app: this.getApp(n), created };
+    return this.#serialized(async () => {
+      const created = !this.#catalog.entry('app', n);
+      const op: BatchOp = { op: 'put-app', name: n, spec };
+      await this.#links.resolve(this.#wants([op]));
+      this.#commit([op], who);
+      return { app: this.getApp(n), created };
+    });
   }
 
-  setAction(name: unknown, body: unknown, who: Source): AppView {
+  async setAction(name: unknown, body: unknown, who: Source): Promise<AppView> {
     const n = parseName(name);
-    this.#commit([{ op: 'set-action', name: n, action: parseAction(body, 'body') }], who);
-    return this.getApp(n);
+    const op: BatchOp = { op: 'set-action', name: n, action: parseAction(body, 'body') };
+    return this.#serialized(async () => {
+      await this.#links.resolve(this.#wants([op]));
+      this.#commit([op], who);
+      return this.getApp(n);
+    });
   }
 
-  deleteApp(name: unknown, who: Source): void {
-    this.#commit([{ op: 'delete-app', name: parseName(name) }], who);
+  async deleteApp(name: unknown, who: Source): Promise<void> {
+    const op: BatchOp = { op: 'delete-app', name: parseName(name) };
+    return this.#serialized(() => this.#commit([op], who));
   }
 
-  putDelivery(name: unknown, body: unknown, who: Source): { delivery: DeliveryView; created: boolean } {
+  async putDelivery(name: unknown, body: unknown, who: Source): Promise<{ delivery: DeliveryView; created: boolean }> {
     const n = parseName(name);
     const spec = parseDeliveryBody(body);
-    const created = !this.#catalog.entry('delivery', n);
-    this.#commit([{ op: 'put-delivery', name: n, spec }], who);
-    return { delivery: this.getDelivery(n), created };
+    return this.#serialized(async () => {
+      const created = !this.#catalog.entry('delivery', n);
+      const op: BatchOp = { op: 'put-delivery', name: n, spec };
+      await this.#links.resolve(this.#wants([op]));
+      this.#commit([op], who);
+      return { delivery: this.getDelivery(n), created };
+    });
   }
 
-  deleteDelivery(name: unknown, who: Source): void {
-    this.#commit([{ op: 'delete-delivery', name: parseName(name) }], who);
+  async deleteDelivery(name: unknown, who: Source): Promise<void> {
+    const op: BatchOp = { op: 'delete-delivery', name: parseName(name) };
+    return this.#serialized(() => this.#commit([op], who));
   }
 
   /**
@@ -399,25 +499,69 @@ export class EntryStore {
    * a time as they are staged: a drain of 100k ops keeps no second copy.
    *
    * Staging yields to the event loop every STAGE_SLICE ops, so /healthz and
-   * /metrics keep answering during a batch that takes seconds. The caller
-   * must not start another write until this settles (the server serializes
-   * writes); one that tries is refused.
+   * /metrics keep answering during a batch that takes seconds.
    */
   async batch(body: unknown, who: Source): Promise<number> {
     const ops = batchOps(body);
-    this.#checkIdle();
-    this.#staging = true;
-    try {
-      const plan = new Plan(this.dp, this.#catalog, this.#links);
-      for (let i = 0; i < ops.length; i++) {
-        plan.stage(parseBatchOp(ops[i], i), ops.length > 1 ? `ops[${i}]` : '');
-        if (i % STAGE_SLICE === STAGE_SLICE - 1) await new Promise<void>((r) => setImmediate(r));
+    return this.#serialized(async () => {
+      await this.#links.resolve(rawWants(ops));
+      this.#staging = true;
+      try {
+        const plan = new Plan(this.dp, this.#catalog, this.#links);
+        for (let i = 0; i < ops.length; i++) {
+          plan.stage(parseBatchOp(ops[i], i), ops.length > 1 ? `ops[${i}]` : '');
+          if (i % STAGE_SLICE === STAGE_SLICE - 1) await new Promise<void>((r) => setImmediate(r));
+        }
+        this.#apply(plan, who);
+      } finally {
+        this.#staging = false;
       }
-      this.#apply(plan, who);
-    } finally {
-      this.#staging = false;
+      return ops.length;
+    });
+  }
+
+  /**
+   * Put every LOCAL and delivery entry on `dev` again, as it is, after the
+   * device changed (its delivery path, index or MAC): each gets the
+   * device's path and index now, and a MAC the agent resolved is looked up
+   * again (kept when the table has none). FORWARD entries do not send into
+   * their device and are left alone. Returns how many entries were put.
+   * Scans the meta map: devices change rarely.
+   */
+  async retarget(dev: string, who: Source): Promise<number> {
+    return this.#serialized(() => {
+      const ops: BatchOp[] = [];
+      for (const [, meta] of this.dp.meta.entries()) {
+        if (meta.dev !== dev) continue;
+        let mac = meta.mac ?? undefined;
+        if (meta.macSource === 'resolved') {
+          try {
+            mac = this.#links.neighbourMac(meta.key.address, dev, 'mac');
+          } catch {
+            /* no answer now: keep the MAC it had */
+          }
+        }
+        const spec: EntrySpec = { key: meta.key, dev, mac, macSource: meta.macSource };
+        if (meta.kind === 'delivery') ops.push({ op: 'put-delivery', name: meta.name, spec });
+        else if (this.dp.redirect.lookup(meta.key)?.action === 'local') ops.push({ op: 'put-app', name: meta.name, spec: { ...spec, action: { type: 'local' } } });
+      }
+      if (ops.length) this.#commit(ops, who);
+      return ops.length;
+    });
+  }
+
+  /** The entries of these ops that need their app's MAC looked up (no MAC given, LOCAL or delivery). */
+  #wants(ops: readonly BatchOp[]): NeighbourWant[] {
+    const out: NeighbourWant[] = [];
+    for (const op of ops) {
+      if ((op.op === 'put-app' && op.spec.action.type === 'local') || op.op === 'put-delivery') {
+        if (op.spec.mac === undefined) out.push({ address: op.spec.key.address, dev: op.spec.dev, field: 'mac' });
+      } else if (op.op === 'set-action' && op.action.type === 'local') {
+        const e = this.#catalog.entry('app', op.name);
+        if (e && e.meta.mac === null) out.push({ address: e.meta.key.address, dev: e.meta.dev, field: 'mac' });
+      }
     }
-    return ops.length;
+    return out;
   }
 
   #checkIdle(): void {
@@ -502,7 +646,8 @@ class Plan {
   readonly #countDelta = { apps: 0, deliveries: 0 };
   /** Addresses whose whole-address flag/placeholder must be settled. */
   readonly #touched = new Set<string>();
-  readonly #links = new Map<string, LinkInfo>();
+  readonly #links = new Map<string, DeviceTarget>();
+  readonly #devices = new Map<string, number>();
   #settled = false;
   /** How many whole-address entries settling changed (for the log). */
   settled = 0;
@@ -558,14 +703,18 @@ class Plan {
     return id;
   }
 
-  /** Interface facts, once per device per request (a batch names the same few devices). */
-  #link(dev: string, field: string): LinkInfo {
+  /** A device as a target, once per device per request (a batch names the same few devices). */
+  #link(dev: string, field: string): DeviceTarget {
     let l = this.#links.get(dev);
     if (!l) {
-      l = this.links.link(dev, field);
+      l = this.links.device(dev, field);
       this.#links.set(dev, l);
     }
     return l;
+  }
+
+  #countDevice(dev: string, by: number): void {
+    this.#devices.set(dev, (this.#devices.get(dev) ?? 0) + by);
   }
 
   /** The data-plane map change of a kind of entry. */
@@ -603,6 +752,7 @@ class Plan {
       if (n > 0) c.portKeys.set(address, n);
       else c.portKeys.delete(address);
     }
+    for (const [dev, by] of this.#devices) c.countDevice(dev, by);
   }
 
   /** `before`: what the map holds for the key, when already read (or known absent). */
@@ -662,7 +812,7 @@ class Plan {
       case 'set-action': {
         const e = this.#entry('app', op.name);
         if (!e) throw new NotFoundError(`${field ? `${field}: ` : ''}no app named ${JSON.stringify(op.name)}`);
-        const spec: AppSpec = { key: e.meta.key, dev: e.meta.dev, mac: e.meta.mac ?? undefined, action: op.action };
+        const spec: AppSpec = { key: e.meta.key, dev: e.meta.dev, mac: e.meta.mac ?? undefined, macSource: e.meta.macSource, action: op.action };
         // The key is the entry's own: no other name can hold it, skip the owner lookup.
         return this.#putEntry('app', op.name, spec, op.action, f, e);
       }
@@ -685,6 +835,7 @@ class Plan {
         }
         this.#meta.delete(e.appId);
         this.#names.delete({ kind, name: op.name });
+        this.#countDevice(e.meta.dev, -1);
         this.#entries[kind].set(op.name, null);
         this.#owners[kind].set(ks, null);
         if (this.#idsTaken.delete(e.appId)) {
@@ -731,17 +882,34 @@ class Plan {
     }
     const link = this.#link(spec.dev, f('dev'));
     const needsMac = kind === 'delivery' || action?.type === 'local';
-    const mac = spec.mac ?? (needsMac ? this.links.neighbourMac(spec.key.address, spec.dev, f('mac')) : (existing?.meta.mac ?? null));
+    let mac: string | null;
+    let macSource: MetaValue['macSource'];
+    if (spec.mac !== undefined) {
+      mac = spec.mac;
+      macSource = spec.macSource ?? 'given';
+    } else if (needsMac) {
+      mac = this.links.neighbourMac(spec.key.address, spec.dev, f('mac'));
+      macSource = 'resolved';
+    } else {
+      mac = existing?.meta.mac ?? null;
+      macSource = existing?.meta.macSource ?? 'resolved';
+    }
     const appId = existing?.appId ?? this.#allocId(f('name'));
-    const meta: MetaValue = { kind, key: spec.key, name, dev: spec.dev, mac };
+    const meta: MetaValue = { kind, key: spec.key, name, dev: spec.dev, mac, macSource };
+    const target = (): Target => ({ ifindex: link.ifindex, dmac: mac!, smac: link.mac, path: link.path, slowPath: link.slowPath });
 
     let value: RedirectValue | DeliverValue;
     if (kind === 'delivery') {
-      value = { appId, ifindex: link.ifindex, dmac: mac!, smac: link.mac };
+      value = { appId, ...target() };
     } else if (action?.type === 'forward') {
       value = { action: 'forward', appId, tunnel: action.tunnel };
     } else {
-      value = { action: 'local', appId, ifindex: link.ifindex, dmac: mac!, smac: link.mac };
+      value = { action: 'local', appId, ...target() };
+    }
+    if (!existing) this.#countDevice(spec.dev, +1);
+    else if (existing.meta.dev !== spec.dev) {
+      this.#countDevice(existing.meta.dev, -1);
+      this.#countDevice(spec.dev, +1);
     }
     if (kind === 'app') {
       // the whole-address entry says whether the address has port entries

@@ -1,100 +1,176 @@
 /**
- * What the agent needs to know about an interface on its host: index and
- * MAC of the device, and the MAC of a neighbour on it (the application).
- * Read by syscall or from /proc in the agent's own network namespace (IPv6
- * neighbours with `ip -j`).
+ * What the agent needs to know about the devices and neighbours of its
+ * host, asked of the kernel over netlink in the agent's own network
+ * namespace (no process spawned: SWITCH must take microseconds):
+ *
+ * - a device as a delivery target: its index and MAC, and the fastest path
+ *   that delivers into it (enum rs_path in bpf/routeshift.h): an XDP
+ *   redirect only where the device takes XDP frames (xdp-features
+ *   "ndo-xmit": a veth whose peer runs an XDP program or GRO), else the
+ *   uplink's TC hook — bpf_redirect_peer into a veth's namespace, or
+ *   bpf_redirect to a device's egress (a bridge, a same-namespace veth);
+ * - the MAC of the application's next hop on that device: the route to the
+ *   app's address names it (a gateway such as the app's link address, or
+ *   the address itself on a link), the neighbour table holds it, and when it
+ *   does not, the kernel's own ARP/ND probe is started (NTF_USE) and
+ *   awaited, as for any packet the host would send there.
  */
-import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
-import { isIPv4 } from 'node:net';
-import { ifindexOf, macOf } from '../bpf/index.js';
+import { isIP } from 'node:net';
+import {
+  XDP_FEATURE,
+  ifindexOf,
+  linkInfo,
+  neighGet,
+  neighResolve,
+  routeGet,
+  xdpFeatures,
+  type LinkDetails,
+  type XdpMode,
+} from '../bpf/index.js';
+import type { Path } from '../datapath/structs.js';
 import { FieldError } from './errors.js';
 
-export interface LinkInfo {
+/** A device as a delivery target. */
+export interface DeviceTarget {
   ifindex: number;
+  /** The device's own MAC: the source MAC of frames sent into it. */
   mac: string;
+  path: Path;
+  /** For a packet whose checksum is still partial, when `path` is 'xdp'. */
+  slowPath: Path;
+  /** Why this path, in words (for the API view and the log). */
+  why: string;
 }
 
-function ipJson<T>(args: string[]): T | undefined {
-  try {
-    return JSON.parse(execFileSync('ip', ['-j', ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })) as T;
-  } catch {
-    return undefined;
-  }
+/** An entry that needs the MAC of its application's next hop. */
+export interface NeighbourWant {
+  address: string;
+  dev: string;
+  /** The request field the MAC would have come in (for errors). */
+  field: string;
 }
 
 export interface LinkResolver {
-  link(dev: string, field: string): LinkInfo;
+  device(dev: string, field: string): DeviceTarget;
+  /** Make the neighbour MACs these entries need known (ARP/ND where the table has none), before staging. */
+  resolve(wants: readonly NeighbourWant[]): Promise<void>;
+  /** The MAC of `address`'s next hop on `dev`, from the neighbour table. */
   neighbourMac(address: string, dev: string, field: string): string;
 }
 
-const ATF_COM = 0x2;
-const ATF_PERM = 0x4;
+/** How long resolve() waits for answers to the probes it starts. */
+export const RESOLVE_TIMEOUT_MS = 1000;
+const RESOLVE_POLL_MS = 10;
+
+/** Neighbour states with a usable link-layer address. */
+const USABLE = new Set(['REACHABLE', 'STALE', 'DELAY', 'PROBE', 'PERMANENT', 'NOARP']);
+
+const IFF_UP = 0x1;
+
+/** The hint every "no MAC" error ends with: how a user gives it by hand. */
+const GIVE_MAC = 'give the application\'s MAC with --mac (--dest-mac for migrate; "mac" in the API)';
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /**
- * IPv4 neighbours from /proc/thread-self/net/arp: the table of this
- * thread's namespace (the agent's main thread may have entered a host's),
- * read without spawning a process, so a drain of 1,000 apps does not start
- * 1,000 `ip` processes.
+ * The delivery path into a device: XDP where it takes XDP frames, else TC
+ * (into a veth's peer namespace, or to the device's egress). Generic XDP
+ * delivers anywhere (its redirect is an skb's).
  */
-function arpMac(address: string, dev: string): string | undefined {
-  return arpTable().get(`${address} ${dev}`);
+export function pathInto(info: LinkDetails, features: number | undefined, xdpMode: XdpMode): Omit<DeviceTarget, 'ifindex' | 'mac'> {
+  const peerNamespace = info.kind === 'veth' && info.linkNetnsid !== null;
+  const tc: Path = peerNamespace ? 'tc-peer' : 'tc';
+  if (xdpMode === 'generic') return { path: 'xdp', slowPath: 'xdp', why: 'generic XDP redirects skbs into any device' };
+  if (features !== undefined && (features & XDP_FEATURE.NDO_XMIT) !== 0) {
+    return { path: 'xdp', slowPath: tc, why: 'takes XDP frames (xdp-features ndo-xmit)' };
+  }
+  const kind = info.kind ?? 'device';
+  const why =
+    info.kind === 'veth'
+      ? `veth takes no XDP frames (its peer runs no XDP program and has GRO off): ${peerNamespace ? 'bpf_redirect_peer into its namespace' : 'bpf_redirect to its egress'}`
+      : (info.flags & IFF_UP) === 0
+        ? `${info.name} is down: bpf_redirect to its egress once it is up`
+        : `${kind} takes no XDP frames: bpf_redirect to its egress`;
+  return { path: tc, slowPath: tc, why };
 }
 
-let arpCache: Map<string, string> | undefined;
-
-/**
- * The table, read once per synchronous turn: a request (one batch of up to
- * a million ops) is applied in one turn, so it reads /proc once, and the
- * next request sees a fresh table.
- */
-function arpTable(): Map<string, string> {
-  if (arpCache) return arpCache;
-  const table = new Map<string, string>();
-  let text = '';
+/** The address whose MAC a packet to `address` sent out of `ifindex` needs: the route's gateway there, else itself. */
+function nextHop(address: string, ifindex: number): string {
   try {
-    text = readFileSync('/proc/thread-self/net/arp', 'utf8');
+    const r = routeGet(address);
+    if (r.ifindex === ifindex && r.gateway) return r.gateway;
   } catch {
-    /* no table: every lookup misses */
+    /* no route: the address on the link itself */
   }
-  for (const line of text.split('\n').slice(1)) {
-    const [ip, , flags, mac, , device] = line.trim().split(/\s+/);
-    if (ip && device && mac && mac !== '00:00:00:00:00:00' && Number(flags) & (ATF_COM | ATF_PERM)) table.set(`${ip} ${device}`, mac);
-  }
-  arpCache = table;
-  queueMicrotask(() => (arpCache = undefined));
-  return table;
+  return address;
 }
 
-/** IPv6 neighbours have no /proc table: ask iproute2. */
-function ndMac(address: string, dev: string): string | undefined {
-  const entries = ipJson<{ dst: string; lladdr?: string; state?: string[] }[]>(['-6', 'neigh', 'show', 'to', address, 'dev', dev]) ?? [];
-  return entries.find((e) => e.lladdr && !e.state?.includes('FAILED') && !e.state?.includes('INCOMPLETE'))?.lladdr;
-}
+export class SystemLinks implements LinkResolver {
+  constructor(private readonly xdpMode: XdpMode = 'native') {}
 
-export const systemLinks: LinkResolver = {
-  link(dev, field) {
+  device(dev: string, field: string): DeviceTarget {
     let ifindex: number;
     try {
       ifindex = ifindexOf(dev);
     } catch {
       throw new FieldError(field, `interface ${JSON.stringify(dev)} does not exist on this host`);
     }
-    // Both answers come from syscalls in the agent's namespace: no process is
-    // spawned on the path of an entry change (SWITCH must take microseconds).
-    let mac: string;
+    const info = linkInfo(ifindex);
+    if (!info.mac) throw new FieldError(field, `interface ${dev} has no MAC address (not an Ethernet device)`);
+    let features: number | undefined;
     try {
-      mac = macOf(dev);
+      features = xdpFeatures(ifindex);
     } catch {
-      throw new FieldError(field, `interface ${dev} has no MAC address`);
+      features = undefined; // a kernel without netdev netlink (< 6.3): never assume XDP frames arrive
     }
-    return { ifindex, mac };
-  },
-  neighbourMac(address, dev, field) {
-    const mac = isIPv4(address) ? arpMac(address, dev) : ndMac(address, dev);
-    if (!mac) {
-      throw new FieldError(field, `no neighbour entry for ${address} on ${dev}: give the application's MAC in "mac"`);
+    return { ifindex, mac: info.mac, ...pathInto(info, features, this.xdpMode) };
+  }
+
+  neighbourMac(address: string, dev: string, field: string): string {
+    const ifindex = this.device(dev, field.replace(/mac$/, 'dev')).ifindex;
+    const hop = nextHop(address, ifindex);
+    const n = neighGet(ifindex, hop);
+    if (n?.mac && n.state.some((s) => USABLE.has(s))) return n.mac;
+    const via = hop === address ? '' : ` (its next hop ${hop}, from the route to it)`;
+    throw new FieldError(field, `no neighbour entry for ${address}${via} on ${dev}: ${GIVE_MAC}`);
+  }
+
+  async resolve(wants: readonly NeighbourWant[]): Promise<void> {
+    // One probe per distinct next hop, all awaited together, bounded in time.
+    const pending = new Map<string, { ifindex: number; hop: string; want: NeighbourWant }>();
+    for (const w of wants) {
+      let ifindex: number;
+      try {
+        ifindex = ifindexOf(w.dev);
+      } catch {
+        continue; // staging reports the missing device, naming its field
+      }
+      const hop = nextHop(w.address, ifindex);
+      const id = `${ifindex} ${hop}`;
+      if (pending.has(id)) continue;
+      const n = neighGet(ifindex, hop);
+      if (n?.mac && n.state.some((s) => USABLE.has(s))) continue;
+      neighResolve(ifindex, hop);
+      pending.set(id, { ifindex, hop, want: w });
     }
-    return mac;
-  },
-};
+    const deadline = Date.now() + RESOLVE_TIMEOUT_MS;
+    while (pending.size && Date.now() < deadline) {
+      await sleep(RESOLVE_POLL_MS);
+      for (const [id, p] of pending) {
+        const n = neighGet(p.ifindex, p.hop);
+        if (n?.mac && n.state.some((s) => USABLE.has(s))) pending.delete(id);
+      }
+    }
+    const [first] = pending.values();
+    if (first) {
+      const { want, hop } = first;
+      const proto = isIP(hop) === 6 ? 'neighbour discovery' : 'ARP';
+      const via = hop === want.address ? '' : ` (its next hop ${hop}, from the route to it)`;
+      const more = pending.size > 1 ? ` (and ${pending.size - 1} more next hops)` : '';
+      throw new FieldError(
+        want.field,
+        `no MAC for ${want.address}${via} on ${want.dev}: no answer to ${proto} within ${RESOLVE_TIMEOUT_MS} ms${more} — is the application up? ${GIVE_MAC}`,
+      );
+    }
+  }
+}

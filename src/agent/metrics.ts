@@ -83,6 +83,16 @@ export function createMetrics(dp: HostDatapath, store: EntryStore, perAppLimit =
     }),
   });
   new Gauge({
+    name: 'routeshift_delivery_path',
+    help: 'How each entry\'s packets go now (1 per entry): xdp, tc-peer, tc or kernel into its device; forward-xdp-tx, forward-xdp-redirect or forward-tc out of the uplink.',
+    labelNames: ['app', 'kind', 'path'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const e of store.paths(perAppLimit)) this.set({ app: e.name, kind: e.kind, path: e.path }, 1);
+    },
+  });
+  new Gauge({
     name: 'routeshift_entries',
     help: 'Entries in the agent maps.',
     labelNames: ['map'],

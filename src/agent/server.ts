@@ -64,14 +64,7 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
   app.addHook('onResponse', async (req) => {
     if (large.has(req)) scheduleRelease();
   });
-  // Writes run one at a time: a batch stages across event-loop turns (reads and
-  // /metrics answer meanwhile) and the next write starts once it has settled.
-  let writes: Promise<unknown> = Promise.resolve();
-  const serialized = <T>(write: () => T | Promise<T>): Promise<T> => {
-    const run = writes.then(write, write);
-    writes = run.catch(() => undefined);
-    return run;
-  };
+  // Writes are serialized by the store itself (EntryStore), one at a time.
   app.get('/healthz', async () => ({ ok: true }));
   app.get('/status', async () => opts.status());
   app.get('/metrics', async (req, reply) => {
@@ -88,12 +81,12 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
   });
   app.get<NameParams>('/v1/apps/:name', async (req) => store.getApp(req.params.name));
   app.put<NameParams>('/v1/apps/:name', async (req, reply) => {
-    const r = await serialized(() => store.putApp(req.params.name, req.body, 'api'));
+    const r = await store.putApp(req.params.name, req.body, 'api');
     return reply.code(r.created ? 201 : 200).send(r.app);
   });
-  app.post<NameParams>('/v1/apps/:name/action', async (req) => serialized(() => store.setAction(req.params.name, req.body, 'api')));
+  app.post<NameParams>('/v1/apps/:name/action', async (req) => store.setAction(req.params.name, req.body, 'api'));
   app.delete<NameParams>('/v1/apps/:name', async (req, reply) => {
-    await serialized(() => store.deleteApp(req.params.name, 'api'));
+    await store.deleteApp(req.params.name, 'api');
     return reply.code(204).send();
   });
 
@@ -104,16 +97,16 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
   });
   app.get<NameParams>('/v1/deliveries/:name', async (req) => store.getDelivery(req.params.name));
   app.put<NameParams>('/v1/deliveries/:name', async (req, reply) => {
-    const r = await serialized(() => store.putDelivery(req.params.name, req.body, 'api'));
+    const r = await store.putDelivery(req.params.name, req.body, 'api');
     return reply.code(r.created ? 201 : 200).send(r.delivery);
   });
   app.delete<NameParams>('/v1/deliveries/:name', async (req, reply) => {
-    await serialized(() => store.deleteDelivery(req.params.name, 'api'));
+    await store.deleteDelivery(req.params.name, 'api');
     return reply.code(204).send();
   });
 
   app.post('/v1/batch', async (req) => {
-    const applied = await serialized(() => store.batch(req.body, 'api'));
+    const applied = await store.batch(req.body, 'api');
     releaseAfter(req, applied);
     return { applied };
   });

@@ -13,6 +13,8 @@ export interface EntrySpec {
   key: AppKey;
   dev: string;
   mac: string | undefined;
+  /** Where `mac` came from when the agent itself restages an entry; a request's MAC is 'given'. */
+  macSource?: 'given' | 'resolved';
 }
 
 export interface AppSpec extends EntrySpec {

@@ -31,15 +31,26 @@ export interface AppSpec {
   action?: Action;
 }
 
+/** How an entry's packets go now (the agent decides, per device): see bpf/routeshift.h enum rs_path. */
+export interface EntryPath {
+  /** Into the app's device: 'xdp', 'tc-peer', 'tc', 'kernel'; for FORWARD out of the uplink: 'xdp-tx', 'xdp-redirect', 'tc'. */
+  via: string;
+  /** The path a packet with a partial checksum takes instead of 'xdp'. */
+  slowVia?: string;
+}
+
 export interface App {
   name: string;
   address: string;
   proto: Proto;
   port: number;
   dev: string;
-  mac: string;
+  mac: string | null;
+  /** Given in the request, or resolved by the agent. */
+  macSource: 'given' | 'resolved';
   action: Action;
   appId: number;
+  path: EntryPath;
   counters: { local: Counter; forward: Counter };
 }
 
@@ -58,8 +69,10 @@ export interface Delivery {
   proto: Proto;
   port: number;
   dev: string;
-  mac: string;
+  mac: string | null;
+  macSource: 'given' | 'resolved';
   appId: number;
+  path: EntryPath;
   counters: { deliver: Counter };
 }
 
@@ -73,7 +86,9 @@ export type Op =
 export interface AgentStatus {
   uplink: string;
   ifindex: number;
-  hook: { mode: string; programId: number };
+  hook: { mode: string; programId: number; uplinkTx?: string; checksPartialChecksums?: boolean };
+  /** The devices entries deliver into, with the path the agent found for each. */
+  devices?: Record<string, { entries: number; ifindex: number | null; path: string; slowPath?: string; why: string }>;
   /** The host's tunnel endpoints; forwarded packets for this host are sent there. */
   tunnel: { v4?: string | null; v6?: string | null };
   pinDir: string;

@@ -223,8 +223,10 @@ export class MemoryAgent implements AgentApi {
       port,
       dev: spec.dev,
       mac: spec.mac ?? '02:00:00:00:00:01',
+      macSource: spec.mac ? 'given' : 'resolved',
       action: spec.action ?? { type: 'local' },
       appId: old?.appId ?? this.nextId++,
+      path: { via: spec.action?.type === 'forward' ? 'xdp-tx' : 'xdp' },
       counters: old?.counters ?? { local: zero(), forward: zero() },
     };
     this.apps.set(name, app);
@@ -255,7 +257,9 @@ export class MemoryAgent implements AgentApi {
       port,
       dev: spec.dev,
       mac: spec.mac ?? '02:00:00:00:00:02',
+      macSource: spec.mac ? 'given' : 'resolved',
       appId: old?.appId ?? this.nextId++,
+      path: { via: 'xdp' },
       counters: old?.counters ?? { deliver: zero() },
     };
     this.deliveries.set(name, d);

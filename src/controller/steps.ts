@@ -152,7 +152,7 @@ export async function restoreSource(ctx: StepContext): Promise<void> {
   } catch (err) {
     // The entry vanished (someone deleted it): put the remembered one back whole.
     if (!(err instanceof AgentRefusedError && err.status === 404)) throw err;
-    await ctx.source.putApp(o.name, { address: o.address, proto: o.proto, port: o.port, dev: o.dev, mac: o.mac, action: o.action });
+    await ctx.source.putApp(o.name, { address: o.address, proto: o.proto, port: o.port, dev: o.dev, ...(o.mac ? { mac: o.mac } : {}), action: o.action });
   }
 }
 

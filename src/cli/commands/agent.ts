@@ -33,7 +33,7 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
         default: process.env.ROUTESHIFT_TOKEN_FILE ?? DEFAULT_TOKEN_FILE,
         describe: 'Bearer token file; generated (mode 0600) if absent. Env: ROUTESHIFT_TOKEN_FILE',
       })
-      .option('pin-dir', { type: 'string', describe: 'bpffs directory for the maps [default: /sys/fs/bpf/routeshift/<uplink>]' })
+      .option('pin-dir', { type: 'string', describe: 'bpffs directory for the maps [default: /sys/fs/bpf/routeshift/<uplink>; …/netns-<name>/<uplink> in a named netns]' })
       .option('tunnel-addr', { type: 'string', array: true, describe: "This host's tunnel address(es), v4 and/or v6 [default: the uplink's global addresses]" })
       .option('mtu', { type: 'number', describe: 'Outer MTU limit for forwarded packets [default: the route MTU]' })
       .option('xdp-mode', { choices: ['native', 'generic'] as const, default: 'native' as const, describe: 'XDP attach mode (generic works on any device, slower)' })
@@ -55,7 +55,7 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
     const { HostDatapath, defaultPinDir } = await import('../../datapath/host.js');
     const { enterNetns } = await import('../../bpf/index.js');
     const { startAgent } = await import('../../agent/agent.js');
-    const pinDir = args['pin-dir'] ?? defaultPinDir(args.uplink);
+    const pinDir = args['pin-dir'] ?? defaultPinDir(args.uplink, args.netns);
     if (args.cleanup) {
       if (args.netns) enterNetns(args.netns);
       const { PidLock, agentLockName } = await import('../../agent/lock.js');

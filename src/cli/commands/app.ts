@@ -45,6 +45,10 @@ function describeAction(a: Action): string {
   return a.type === 'local' ? 'LOCAL' : `FORWARD → ${a.tunnel}`;
 }
 
+function describePath(p: App['path']): string {
+  return p.slowVia ? `${p.via} (${p.slowVia} for partial checksums)` : p.via;
+}
+
 function printApps(apps: App[]): void {
   if (apps.length === 0) {
     process.stdout.write('no applications\n');
@@ -55,10 +59,11 @@ function printApps(apps: App[]): void {
     `${a.address}${a.proto === 'any' ? '' : `:${a.proto}${a.port ? `/${a.port}` : ''}`}`,
     a.dev,
     describeAction(a.action),
+    describePath(a.path),
     a.counters.local.packets,
     a.counters.forward.packets,
   ]);
-  const head = ['NAME', 'ADDRESS', 'DEV', 'ACTION', 'LOCAL PKTS', 'FORWARD PKTS'];
+  const head = ['NAME', 'ADDRESS', 'DEV', 'ACTION', 'PATH', 'LOCAL PKTS', 'FORWARD PKTS'];
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   for (const r of [head, ...rows]) process.stdout.write(`${r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()}\n`);
 }
@@ -77,14 +82,19 @@ const add: CommandModule<object, CommonArgs & { name: string; addr: string; dev:
       .positional('name', { type: 'string', demandOption: true, describe: 'Application name (1-48 of A-Z a-z 0-9 _ . -)' })
       .option('addr', { type: 'string', demandOption: true, describe: 'IP, IP:PROTO or IP:PROTO/PORT the application serves' })
       .option('dev', { type: 'string', demandOption: true, describe: "The application's interface on the agent's host" })
-      .option('mac', { type: 'string', describe: "The application's MAC (default: from the neighbour table)" })
+      .option('mac', {
+        type: 'string',
+        describe: "The application's MAC (default: the agent follows the route to --addr on --dev and resolves the next hop's MAC, by ARP/ND if need be)",
+      })
       .option('forward', { type: 'string', describe: "Forward to this host's tunnel address instead of delivering locally" }) as never,
   handler: async (args) => {
     const spec: AppSpec = { ...parseAddrArg(args.addr), dev: args.dev };
     if (args.mac) spec.mac = args.mac;
     if (args.forward) spec.action = { type: 'forward', tunnel: args.forward };
     const app = await client(args).putApp(args.name, spec);
-    process.stdout.write(args.json ? `${JSON.stringify(app)}\n` : `${app.name}: ${app.address} on ${app.dev}, ${describeAction(app.action)}\n`);
+    process.stdout.write(
+      args.json ? `${JSON.stringify(app)}\n` : `${app.name}: ${app.address} on ${app.dev}, ${describeAction(app.action)}, via ${describePath(app.path)}\n`,
+    );
   },
 };
 

@@ -78,12 +78,18 @@ function text(reports: AgentReport[], unfinished: Unfinished[]): string {
     }
     const s = r.status;
     const tunnels = [s.tunnel.v4, s.tunnel.v6].filter(Boolean).join(', ') || 'none';
-    out.push(`${r.url}: uplink ${s.uplink} (${s.hook.mode}), tunnel ${tunnels}, ${s.entries.apps} apps, ${s.entries.deliveries} deliveries, up ${s.uptimeSeconds}s, v${s.version}`);
+    const out4 = s.hook.uplinkTx ? `, out ${s.hook.uplinkTx}${s.hook.checksPartialChecksums ? ', partial checksums checked' : ''}` : '';
+    out.push(`${r.url}: uplink ${s.uplink} (${s.hook.mode}${out4}), tunnel ${tunnels}, ${s.entries.apps} apps, ${s.entries.deliveries} deliveries, up ${s.uptimeSeconds}s, v${s.version}`);
+    for (const [dev, d] of Object.entries(s.devices ?? {})) {
+      out.push(`  device   ${dev.padEnd(20)} ${String(d.entries).padStart(6)} entries  via ${d.path}${d.slowPath ? ` (${d.slowPath} for partial checksums)` : ''}: ${d.why}`);
+    }
     for (const a of r.apps ?? []) {
-      out.push(`  app      ${a.name.padEnd(20)} ${key(a).padEnd(28)} dev ${a.dev.padEnd(12)} ${action(a).padEnd(24)} local ${a.counters.local.packets} pkts, forward ${a.counters.forward.packets} pkts`);
+      out.push(
+        `  app      ${a.name.padEnd(20)} ${key(a).padEnd(28)} dev ${a.dev.padEnd(12)} ${action(a).padEnd(24)} via ${a.path.via.padEnd(12)} local ${a.counters.local.packets} pkts, forward ${a.counters.forward.packets} pkts`,
+      );
     }
     for (const d of r.deliveries ?? []) {
-      out.push(`  delivery ${d.name.padEnd(20)} ${key(d).padEnd(28)} dev ${d.dev.padEnd(12)} delivered ${d.counters.deliver.packets} pkts`);
+      out.push(`  delivery ${d.name.padEnd(20)} ${key(d).padEnd(28)} dev ${d.dev.padEnd(12)} via ${d.path.via.padEnd(12)} delivered ${d.counters.deliver.packets} pkts`);
     }
   }
   for (const u of unfinished) {
