@@ -29,6 +29,7 @@ import { execFileSync } from 'node:child_process';
 import { BpfObject, detachTc, detachXdp, ifindexOf, inNetns, perCpu, rawBytes, u32, u64, type BpfMap, type Program } from '../src/bpf/index.js';
 import { parseIPv4, parseMac } from '../src/datapath/address.js';
 import { HostDatapath } from '../src/datapath/host.js';
+import { configOf } from '../src/datapath/structs.js';
 import { KernelBaseline } from '../src/testbed/kernel-baseline.js';
 import { Topology, type AppNode } from '../src/testbed/topology.js';
 import { cpuBusyNs, cpuSoftirqNs, pinDirFor, ppsObjectPath, removePinDir, xdpgenPath } from './common.js';
@@ -93,6 +94,7 @@ class Rig implements Disposable {
 
   constructor() {
     this.topo = Topology.create({
+      prepared: true, // the XDP fast path: every peer runs rs_pass
       ipv6: false,
       apps: [
         { name: 'x', host: 'A', addr4: '10.200.0.10' },
@@ -127,7 +129,7 @@ class Rig implements Disposable {
         this.pins.push(pin);
         const dp = inNetns(host.ns.name, () => HostDatapath.open({ uplink: 'eth0', pinDir: pin, capacity: 1024 }));
         this.dps.push(dp);
-        dp.setConfig({ tunnelAddr4: host.addr4, tunnelAddr6: null, mtu: 0 });
+        dp.setConfig(configOf({ tunnelAddr4: host.addr4 }));
       }
       const key = { address: xA.addr4, proto: 'any' as const, port: 0 };
       this.dps[0]!.redirect.update(key, this.topo.forwardEntry('B', 1));

@@ -16,13 +16,15 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ensureBpffs, inNetns } from '../src/bpf/index.js';
 import { HostDatapath } from '../src/datapath/host.js';
-import type { AppKey } from '../src/datapath/structs.js';
+import { configOf, type AppKey } from '../src/datapath/structs.js';
+import { uplinkFacts, withUplinkFacts } from '../src/agent/paths.js';
 import { uniquePrefix } from '../src/testbed/netns.js';
 import { MIGRATION_APPS, Topology } from '../src/testbed/topology.js';
 import { ping, udpStream } from '../src/testbed/traffic.js';
 
 ensureBpffs();
-const topo = Topology.create({ prefix: uniquePrefix('rse'), apps: MIGRATION_APPS });
+// the first testbed: every peer runs rs_pass, offloads off (the XDP fast path end to end)
+const topo = Topology.create({ prefix: uniquePrefix('rse'), apps: MIGRATION_APPS, prepared: true });
 t.teardown(() => topo.destroy());
 const pinRoot = mkdtempSync('/sys/fs/bpf/rs-e2e-');
 t.teardown(() => rmSync(pinRoot, { recursive: true, force: true }));
@@ -38,7 +40,7 @@ function open(host: typeof A): HostDatapath {
   const dp = inNetns(host.ns.name, () =>
     HostDatapath.open({ uplink: 'eth0', pinDir: join(pinRoot, host.name), capacity: 1024, xdpMode: 'native' }),
   );
-  dp.setConfig({ tunnelAddr4: host.addr4, tunnelAddr6: host.addr6, mtu: 0 });
+  dp.setConfig(inNetns(host.ns.name, () => withUplinkFacts(configOf({ tunnelAddr4: host.addr4, tunnelAddr6: host.addr6 }), uplinkFacts(dp.ifindex, dp.xdpMode))));
   return dp;
 }
 const dpA = open(A);

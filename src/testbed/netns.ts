@@ -113,16 +113,18 @@ export interface VethEnd {
 
 /**
  * Connect two namespaces with a veth pair, bring both ends up, assign
- * addresses. Offloads are turned off so checksums are complete on the wire,
- * as a real NIC delivers them (see DESIGN.md: partial checksums through veth XDP).
+ * addresses. Offloads stay the kernel's defaults (TX checksum offload on:
+ * what a sender in another namespace really sends is partially
+ * checksummed), or are turned off, so checksums are complete as a NIC's
+ * wire delivers them.
  */
-export function veth(a: VethEnd, b: VethEnd): void {
+export function veth(a: VethEnd, b: VethEnd, opts: { offloads?: 'default' | 'off' } = {}): void {
   // Created inside the namespaces: the root namespace never sees the pair.
   a.ns.ip('link', 'add', a.dev, 'type', 'veth', 'peer', 'name', b.dev, 'netns', b.ns.name);
   for (const end of [a, b]) {
     if (end.mac) end.ns.ip('link', 'set', 'dev', end.dev, 'address', end.mac);
     for (const addr of end.addrs ?? []) end.ns.ip('addr', 'add', addr, 'dev', end.dev, ...(addr.includes(':') ? ['nodad'] : []));
-    end.ns.exec('ethtool', '-K', end.dev, 'tx', 'off', 'rx', 'off');
+    if (opts.offloads === 'off') end.ns.exec('ethtool', '-K', end.dev, 'tx', 'off', 'rx', 'off');
     end.ns.ip('link', 'set', 'dev', end.dev, 'up');
   }
 }
