@@ -27,7 +27,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { BpfObject, detachTc, detachXdp, ifindexOf, inNetns, perCpu, rawBytes, u32, u64, type BpfMap, type Program } from '../src/bpf/index.js';
-import { parseIPv4, parseMac } from '../src/datapath/address.js';
+import { parseIPv4, parseMac } from '../src/model/address.js';
 import { HostDatapath } from '../src/datapath/host.js';
 import { configOf } from '../src/datapath/structs.js';
 import { KernelBaseline } from '../src/testbed/kernel-baseline.js';

@@ -23,7 +23,7 @@ import {
   type Program,
 } from '../src/bpf/index.js';
 import { repoRoot } from '../src/bpf/native.js';
-import { parseIPv4, parseMac } from '../src/datapath/address.js';
+import { parseIPv4, parseMac } from '../src/model/address.js';
 import {
   LAYOUT,
   appKeyCodec,

@@ -5,7 +5,7 @@
  * with the general parser on every input.
  */
 import t, { type Test } from 'tap';
-import { canonicalAddress, parseAddress, writeAddress } from '../src/datapath/address.js';
+import { canonicalAddress, parseAddress, writeAddress } from '../src/model/address.js';
 
 const VALID_V4 = ['0.0.0.0', '10.64.1.2', '255.255.255.255', '1.0.10.100', '192.168.0.1'];
 const INVALID_V4 = ['', '1.2.3', '1.2.3.4.5', '1.2.3.', '.1.2.3', '1..2.3', '01.2.3.4', '1.2.3.04', '1.2.3.00', '256.1.1.1', '1.2.3.999', '1.2.3.4 ', ' 1.2.3.4', '1.2.3.a', '1.2.3.-1', '+1.2.3.4', '1.2.3.4/32', '１.2.3.4'];

@@ -25,7 +25,7 @@
 import t from 'tap';
 import { createHash } from 'node:crypto';
 import { inNetns, xdpVerdictName } from '../src/bpf/index.js';
-import { parseIPv4 } from '../src/datapath/address.js';
+import { parseIPv4 } from '../src/model/address.js';
 import { DROP_REASONS, EVENTS, type AppKey, type EventName, type RedirectValue } from '../src/datapath/structs.js';
 import { NET, createFixtureNet } from './lib/fixture-net.js';
 import { ETH_P, IPPROTO, checksumOk, eth, icmp, icmp6Echo, icmpEcho, ipv4, ipv6, pattern, raw, tcp, udp } from './lib/packets.js';

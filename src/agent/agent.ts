@@ -7,9 +7,10 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import type { FastifyInstance } from 'fastify';
 import { destination, pino, type Logger } from 'pino';
 import { enterNetns, inNetns, type XdpMode } from '../bpf/index.js';
-import { canonicalAddress, parseAddress } from '../datapath/address.js';
+import { canonicalAddress, parseAddress } from '../model/address.js';
 import { HostDatapath, defaultPinDir } from '../datapath/host.js';
 import type { Config } from '../datapath/structs.js';
+import type { StatusView } from '../model/entry.js';
 import { EntryStore } from './entries.js';
 import { SystemLinks } from './links.js';
 import { PathKeeper, uplinkFacts, withUplinkFacts } from './paths.js';
@@ -155,7 +156,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     const metrics = createMetrics(dp, store);
     const started = Date.now();
     const datapath = dp;
-    const status = (): Record<string, unknown> => ({
+    const status = (): StatusView => ({
       uplink: opts.uplink,
       ifindex: datapath.ifindex,
       hook: {

@@ -13,8 +13,8 @@ import type { Logger } from 'pino';
 import { isErrno } from '../bpf/native.js';
 import type { HostDatapath } from '../datapath/host.js';
 import type { EntryKind, MetaValue } from '../datapath/meta.js';
-import type { AppKey, DeliverValue, Path, RedirectValue, Target, UplinkTx } from '../datapath/structs.js';
-import { ConflictError, FieldError, NotFoundError } from './errors.js';
+import type { AppKey, DeliverValue, RedirectValue, Target } from '../datapath/structs.js';
+import { ConflictError, FieldError, NotFoundError } from '../model/errors.js';
 import { SystemLinks, type DeviceTarget, type LinkResolver, type NeighbourWant } from './links.js';
 import { MapChange, type Applicable } from './txn.js';
 import {
@@ -27,43 +27,16 @@ import {
   parseAddressField,
   parseName,
   parsePageQuery,
-  type ActionSpec,
+  type Action,
   type AppSpec,
+  type AppView,
+  type CounterView,
+  type DeliveryView,
+  type PathView,
+  type UplinkTx,
   type BatchOp,
   type EntrySpec,
-} from './validate.js';
-
-export interface CounterView {
-  packets: string;
-  bytes: string;
-}
-
-interface EntryView {
-  name: string;
-  address: string;
-  proto: string | number;
-  port: number;
-  dev: string;
-  mac: string | null;
-  /** Whether `mac` was given (kept as is) or resolved by the agent (resolved again when the device changes). */
-  macSource: 'given' | 'resolved';
-  appId: number;
-  /**
-   * How packets reach the app now: for a LOCAL or delivery entry the path
-   * into `dev` (and the slower one a packet with a partial checksum takes);
-   * for a FORWARD entry how they leave by the uplink.
-   */
-  path: { via: Path | UplinkTx; slowVia?: Path };
-}
-
-export interface AppView extends EntryView {
-  action: ActionSpec;
-  counters: { local: CounterView; forward: CounterView };
-}
-
-export interface DeliveryView extends EntryView {
-  counters: { deliver: CounterView };
-}
+} from '../model/entry.js';
 
 interface Entry {
   appId: number;
@@ -101,7 +74,7 @@ function sameJson(a: unknown, b: unknown): boolean {
   return JSON.stringify(a) === JSON.stringify(b);
 }
 
-function pathView(t: Target): EntryView['path'] {
+function pathView(t: Target): PathView {
   return t.path === 'xdp' && t.slowPath !== 'xdp' ? { via: t.path, slowVia: t.slowPath } : { via: t.path };
 }
 
@@ -405,7 +378,7 @@ export class EntryStore {
     return this.#catalog.devices;
   }
 
-  #entryView(e: Entry, path: EntryView['path']): EntryView {
+  #entryView(e: Entry, path: PathView): Omit<AppView, 'action' | 'counters'> {
     const { key } = e.meta;
     return {
       name: e.meta.name,
@@ -423,8 +396,8 @@ export class EntryStore {
   #appView(e: Entry, tx: UplinkTx): AppView {
     const v = this.dp.redirect.lookup(e.meta.key);
     const stats = this.dp.appStats(e.appId);
-    const action: ActionSpec = v?.action === 'forward' ? { type: 'forward', tunnel: v.tunnel } : { type: 'local' };
-    const path: EntryView['path'] = v?.action === 'local' ? pathView(v) : { via: tx };
+    const action: Action = v?.action === 'forward' ? { type: 'forward', tunnel: v.tunnel } : { type: 'local' };
+    const path: PathView = v?.action === 'local' ? pathView(v) : { via: tx };
     return { ...this.#entryView(e, path), action, counters: { local: counter(stats.local), forward: counter(stats.forward) } };
   }
 
@@ -853,7 +826,7 @@ class Plan {
     kind: EntryKind,
     name: string,
     spec: EntrySpec,
-    action: ActionSpec | undefined,
+    action: Action | undefined,
     f: (n: string) => string,
     known?: Entry,
   ): void {

@@ -28,7 +28,7 @@ import {
   type XdpMode,
 } from '../bpf/index.js';
 import type { Path } from '../datapath/structs.js';
-import { FieldError } from './errors.js';
+import { FieldError } from '../model/errors.js';
 
 /** A device as a delivery target. */
 export interface DeviceTarget {

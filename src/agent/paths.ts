@@ -14,7 +14,8 @@ import { randomInt } from 'node:crypto';
 import type { Logger } from 'pino';
 import { XDP_FEATURE, linkInfo, xdpFeatures, type XdpMode } from '../bpf/index.js';
 import type { HostDatapath } from '../datapath/host.js';
-import type { Config, Target, UplinkTx } from '../datapath/structs.js';
+import type { Config, Target } from '../datapath/structs.js';
+import type { DeviceView, UplinkTx } from '../model/entry.js';
 import type { EntryStore } from './entries.js';
 import type { DeviceTarget, LinkResolver } from './links.js';
 
@@ -54,15 +55,6 @@ export function withUplinkFacts(config: Config, facts: UplinkFacts): Config {
 
 const signature = (t: Pick<Target, 'ifindex' | 'smac' | 'path' | 'slowPath'>): string => `${t.ifindex} ${t.smac} ${t.path} ${t.slowPath}`;
 const deviceSignature = (d: DeviceTarget): string => signature({ ifindex: d.ifindex, smac: d.mac, path: d.path, slowPath: d.slowPath });
-
-/** What /status shows of a device entries deliver into. */
-export interface DeviceView {
-  entries: number;
-  ifindex: number | null;
-  path: string;
-  slowPath?: string;
-  why: string;
-}
 
 export class PathKeeper {
   /** Device → the target signature its entries were last written with. */

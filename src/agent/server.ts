@@ -4,7 +4,8 @@
  */
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
-import { isApiError } from './errors.js';
+import type { StatusView } from '../model/entry.js';
+import { isApiError } from '../model/errors.js';
 import type { EntryStore } from './entries.js';
 import { RELEASE_AFTER_OPS, scheduleRelease } from './memory.js';
 import type { AgentMetrics } from './metrics.js';
@@ -13,7 +14,7 @@ import { bearerMatches } from './token.js';
 export interface ServerOptions {
   store: EntryStore;
   metrics: AgentMetrics;
-  status: () => Record<string, unknown>;
+  status: () => StatusView;
   /** undefined only with --insecure (loopback). */
   token: string | undefined;
   logger: Logger;

@@ -12,13 +12,6 @@ export interface Codec<T> {
   decode(from: Buffer, offset: number): T;
 }
 
-/** Encode one value into a fresh buffer. */
-export function encodeOne<T>(codec: Codec<T>, value: T): Buffer {
-  const buf = Buffer.alloc(codec.size);
-  codec.encode(value, buf, 0);
-  return buf;
-}
-
 /** Little-endian u32 (host order on x86-64 and arm64), the usual array-map index. */
 export const u32: Codec<number> = {
   size: 4,

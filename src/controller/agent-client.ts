@@ -11,92 +11,17 @@
  * wrong and changed nothing; failed: the agent's kernel said no, nothing changed).
  */
 
-export type Proto = 'any' | 'tcp' | 'udp' | 'icmp';
+import { parseName, type Action, type AppBody, type AppView, type DeliveryBody, type DeliveryView, type OpBody, type StatusView } from '../model/entry.js';
 
-export type Action = { type: 'local' } | { type: 'forward'; tunnel: string };
-
-export interface Counter {
-  /** Decimal strings: the counters are 64-bit. */
-  packets: string;
-  bytes: string;
-}
-
-/** Body of PUT /v1/apps/:name. */
-export interface AppSpec {
-  address: string;
-  proto?: Proto;
-  port?: number;
-  dev: string;
-  mac?: string;
-  action?: Action;
-}
-
-/** How an entry's packets go now (the agent decides, per device): see bpf/routeshift.h enum rs_path. */
-export interface EntryPath {
-  /** Into the app's device: 'xdp', 'tc-peer', 'tc', 'kernel'; for FORWARD out of the uplink: 'xdp-tx', 'xdp-redirect', 'tc'. */
-  via: string;
-  /** The path a packet with a partial checksum takes instead of 'xdp'. */
-  slowVia?: string;
-}
-
-export interface App {
-  name: string;
-  address: string;
-  proto: Proto;
-  port: number;
-  dev: string;
-  mac: string | null;
-  /** Given in the request, or resolved by the agent. */
-  macSource: 'given' | 'resolved';
-  action: Action;
-  appId: number;
-  path: EntryPath;
-  counters: { local: Counter; forward: Counter };
-}
-
-/** Body of PUT /v1/deliveries/:name. */
-export interface DeliverySpec {
-  address: string;
-  proto?: Proto;
-  port?: number;
-  dev: string;
-  mac?: string;
-}
-
-export interface Delivery {
-  name: string;
-  address: string;
-  proto: Proto;
-  port: number;
-  dev: string;
-  mac: string | null;
-  macSource: 'given' | 'resolved';
-  appId: number;
-  path: EntryPath;
-  counters: { deliver: Counter };
-}
-
-export type Op =
-  | ({ op: 'put-app'; name: string } & AppSpec)
-  | { op: 'set-action'; name: string; action: Action }
-  | { op: 'delete-app'; name: string }
-  | ({ op: 'put-delivery'; name: string } & DeliverySpec)
-  | { op: 'delete-delivery'; name: string };
-
-export interface AgentStatus {
-  uplink: string;
-  ifindex: number;
-  hook: { mode: string; programId: number; uplinkTx?: string; checksPartialChecksums?: boolean };
-  /** The devices entries deliver into, with the path the agent found for each. */
-  devices?: Record<string, { entries: number; ifindex: number | null; path: string; slowPath?: string; why: string }>;
-  /** The host's tunnel endpoints; forwarded packets for this host are sent there. */
-  tunnel: { v4?: string | null; v6?: string | null };
-  pinDir: string;
-  uptimeSeconds: number;
-  entries: { apps: number; deliveries: number };
-  capacity: { apps: number; deliveries: number };
-  version: string;
-}
+// The wire vocabulary is the model's (src/model/entry.ts); these are its
+// names as the controller has always used them.
+export type { Action, Proto } from '../model/entry.js';
+export type App = AppView;
+export type Delivery = DeliveryView;
+export type AppSpec = AppBody;
+export type DeliverySpec = DeliveryBody;
+export type Op = OpBody;
+export type AgentStatus = StatusView;
 
 /** Everything the controller needs from one agent. */
 export interface AgentApi {
@@ -181,12 +106,13 @@ export interface HttpAgentClientOptions {
   timeoutMs?: number;
 }
 
-const NAME_RE = /^[A-Za-z0-9_.-]{1,48}$/;
-
-/** Refuse a name the agent would refuse, before it becomes part of a URL path. */
+/** Refuse a name the agent would refuse (the model's rule), before it becomes part of a URL path. */
 export function checkName(name: string): string {
-  if (!NAME_RE.test(name)) throw new Error(`invalid name ${JSON.stringify(name)}: 1–48 characters of [A-Za-z0-9_.-]`);
-  return name;
+  try {
+    return parseName(name);
+  } catch (err) {
+    throw new Error(`invalid name ${JSON.stringify(name)}: ${(err as Error).message.replace(/^name: /, '')}`);
+  }
 }
 
 /** Normalise a user-given agent URL (`host:port` gets `http://`; no trailing slash). */

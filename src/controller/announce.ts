@@ -127,7 +127,7 @@ export class ExecAnnounceHook implements AnnounceHook {
         ROUTESHIFT_PHASE: 'announce',
         ROUTESHIFT_APP: a.app,
         ROUTESHIFT_ADDRESS: a.address,
-        ROUTESHIFT_PROTO: a.proto,
+        ROUTESHIFT_PROTO: String(a.proto),
         ROUTESHIFT_PORT: String(a.port),
         ROUTESHIFT_FROM: a.from,
         ROUTESHIFT_TO: a.to,

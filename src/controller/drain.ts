@@ -69,7 +69,7 @@ export async function planDrain(source: AgentApi, destinations: readonly AgentAp
     }
     const toIndex = items.length % destinations.length;
     const dest = destinations[toIndex] as AgentApi;
-    const dev = expand(destDev, { app: a.name, dev: a.dev, index: String(toIndex), address: a.address, port: String(a.port), proto: a.proto });
+    const dev = expand(destDev, { app: a.name, dev: a.dev, index: String(toIndex), address: a.address, port: String(a.port), proto: String(a.proto) });
     items.push({ app: a.name, address: a.address, proto: a.proto, port: a.port, sourceDev: a.dev, to: dest.url, toIndex, destDev: dev });
   }
   return {

@@ -5,8 +5,9 @@
  * User space only (no BPF program reads it), so it is not in routeshift.h.
  */
 import type { Codec } from '../bpf/codec.js';
-import { formatMac, parseMac } from './address.js';
-import { appKeyCodec, type AppKey } from './structs.js';
+import { formatMac, parseMac } from '../model/address.js';
+import { MAX_NAME_BYTES, type AppKey, type MacSource } from '../model/entry.js';
+import { appKeyCodec } from './structs.js';
 
 export type EntryKind = 'app' | 'delivery';
 
@@ -19,11 +20,11 @@ export interface MetaValue {
   /** The application's MAC on `dev`, if known (so LOCAL can be restored after FORWARD). */
   mac: string | null;
   /** Given in the request, or resolved by the agent from the neighbour table (resolved again when the device changes). */
-  macSource: 'given' | 'resolved';
+  macSource: MacSource;
 }
 
 const KIND_CODE: Record<EntryKind, number> = { app: 1, delivery: 2 };
-const NAME_BYTES = 48;
+const NAME_BYTES = MAX_NAME_BYTES;
 const DEV_BYTES = 16;
 // kind u8, pad[3], rs_app_key (20), name[48], dev[16], mac[6], mac_resolved u8, reserved u8
 const OFF_KEY = 4;
@@ -70,7 +71,6 @@ export const metaValueCodec: Codec<MetaValue> = {
   },
 };
 
-export const MAX_NAME_BYTES = NAME_BYTES;
 
 /** Key of the pinned name index (rs_app_names): one name per kind. */
 export interface NameKey {

@@ -9,8 +9,11 @@
  * and arm64), except the key's port, which is network order like the packet.
  */
 import type { Codec } from '../bpf/codec.js';
-import { formatAddress, formatIPv4, formatIPv6, formatMac, parseAddress, parseIPv4, parseIPv6, parseMac, writeAddress } from './address.js';
-import type { Family } from './address.js';
+import { formatAddress, formatIPv4, formatIPv6, formatMac, parseAddress, parseIPv4, parseIPv6, parseMac, writeAddress } from '../model/address.js';
+import type { Family } from '../model/address.js';
+import { PORTED_PROTOCOLS, protoName, protoNumber, type AppKey, type Path } from '../model/entry.js';
+
+export type { AppKey, Path } from '../model/entry.js';
 
 // ---------------------------------------------------------------- layout --
 
@@ -111,8 +114,7 @@ export const REDIRECT_FLAGS = { ports: 1 } as const;
  * (bpf_redirect_peer into a veth's namespace, or bpf_redirect to a device's
  * egress), or the host's own stack.
  */
-export const PATHS = ['xdp', 'tc-peer', 'tc', 'kernel'] as const;
-export type Path = (typeof PATHS)[number];
+export const PATHS = ['xdp', 'tc-peer', 'tc', 'kernel'] as const satisfies readonly Path[];
 
 /** enum rs_config_flag: bits of rs_config.flags. */
 export const CONFIG_FLAGS = { skbCsum: 1, txRedirect: 2, txTc: 4 } as const;
@@ -211,31 +213,6 @@ export const WATCH_PROGRAMS = { redirectErr: 'rs_watch_redirect_err', exception:
 
 // ----------------------------------------------------------------- types --
 
-export type ProtoName = 'any' | 'tcp' | 'udp' | 'icmp' | 'icmpv6' | 'sctp';
-/** A protocol name, or an IP protocol number (0..255). */
-export type Proto = ProtoName | number;
-
-const PROTO_NUMBERS: Readonly<Record<ProtoName, number>> = {
-  any: 0,
-  icmp: 1,
-  tcp: 6,
-  udp: 17,
-  icmpv6: 58,
-  sctp: 132,
-};
-/** Protocols whose packets carry a destination port the program reads. */
-const PORTED = new Set([6, 17]);
-
-/** One application: a whole address, or one protocol (and port) of it. */
-export interface AppKey {
-  /** '10.0.0.1' or 'fd00::1'; the family follows from it. */
-  address: string;
-  /** 'any' (whole address), a name, or a protocol number. */
-  proto: Proto;
-  /** Destination port; 0 = every port (or a protocol without ports). */
-  port: number;
-}
-
 /**
  * A redirect entry. `ports: true` (RS_REDIRECT_F_PORTS, whole-address
  * entries only) tells the program the address also has port entries; it is
@@ -296,17 +273,6 @@ function checkUint(what: string, value: number, max: number): number {
   return value;
 }
 
-export function protoNumber(proto: Proto): number {
-  if (typeof proto === 'number') return checkUint('protocol number', proto, 255);
-  const n = PROTO_NUMBERS[proto];
-  if (n === undefined) {
-    throw new TypeError(
-      `unknown protocol ${JSON.stringify(proto)}: expected one of ${Object.keys(PROTO_NUMBERS).join(', ')} or a number`,
-    );
-  }
-  return n;
-}
-
 export function pathNumber(path: Path): number {
   const n = PATHS.indexOf(path);
   if (n < 0) throw new TypeError(`unknown delivery path ${JSON.stringify(path)}: expected one of ${PATHS.join(', ')}`);
@@ -316,12 +282,6 @@ export function pathNumber(path: Path): number {
 /** A path byte as the program reads it; an unknown value is what the program does with it: the kernel path. */
 export function pathName(n: number): Path {
   return PATHS[n] ?? 'kernel';
-}
-
-const PROTO_NAMES = new Map<number, ProtoName>(Object.entries(PROTO_NUMBERS).map(([name, num]) => [num, name as ProtoName]));
-
-export function protoName(n: number): Proto {
-  return PROTO_NAMES.get(n) ?? n;
 }
 
 /** Write an address's 16 bytes at `offset`; returns its family. Errors name the field. */
@@ -344,7 +304,7 @@ export const appKeyCodec: Codec<AppKey> = {
   encode(value, into, offset) {
     const proto = protoNumber(value.proto);
     const port = checkUint('port', value.port, 65535);
-    if (port !== 0 && !PORTED.has(proto)) {
+    if (port !== 0 && !PORTED_PROTOCOLS.has(proto)) {
       throw new RangeError(
         `port ${port} needs proto tcp or udp (the program reads ports of those only), got ${String(value.proto)}`,
       );
@@ -581,14 +541,4 @@ export function sumAppStats(perCpu: readonly AppStats[]): AppStats {
   const out = {} as AppStats;
   for (const s of STATS) out[s] = sumCounters(perCpu.map((v) => v[s]));
   return out;
-}
-
-/** Index of a drop reason in rs_drops. */
-export function dropIndex(reason: DropReason): number {
-  return DROP_REASONS.indexOf(reason);
-}
-
-/** Index of an event in rs_events. */
-export function eventIndex(event: EventName): number {
-  return EVENTS.indexOf(event);
 }

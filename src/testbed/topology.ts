@@ -42,7 +42,7 @@
 import { join } from 'node:path';
 import { BpfObject, inNetns, ifindexOf, type Program } from '../bpf/index.js';
 import { repoRoot } from '../bpf/native.js';
-import type { DeliverValue, Path, RedirectValue } from '../datapath/structs.js';
+import { PROGRAMS, type DeliverValue, type Path, type RedirectValue } from '../datapath/structs.js';
 import { Netns, uniquePrefix, veth, type VethEnd } from './netns.js';
 
 export type PeerXdp = 'native' | 'generic' | 'none';
@@ -521,7 +521,7 @@ export class Topology implements Disposable {
     const mode = this.peerXdp;
     if (!this.#pass) {
       using obj = BpfObject.load(this.#objectPath, { maxEntries: { rs_redirect: 1, rs_deliver: 1, rs_app_stats: 1 } });
-      this.#pass = obj.program('rs_pass');
+      this.#pass = obj.program(PROGRAMS.pass);
     }
     const prog = this.#pass;
     inNetns(ns.name, () => prog.attachXdp(ifindexOf(dev), { mode, replace: true }));

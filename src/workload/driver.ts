@@ -9,7 +9,7 @@
  * calls them again: `start` when the app already runs there does nothing,
  * `stop` when it is not running does nothing.
  */
-import type { Proto } from '../controller/agent-client.js';
+import type { Proto } from '../model/entry.js';
 
 /** The application being moved, as the drivers see it. */
 export interface WorkloadApp {

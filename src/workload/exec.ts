@@ -33,7 +33,7 @@ export function hookEnv(phase: string, app: WorkloadApp, host: WorkloadHost): Re
     ROUTESHIFT_PHASE: phase,
     ROUTESHIFT_APP: app.name,
     ROUTESHIFT_ADDRESS: app.address,
-    ROUTESHIFT_PROTO: app.proto,
+    ROUTESHIFT_PROTO: String(app.proto),
     ROUTESHIFT_PORT: String(app.port),
     ROUTESHIFT_ROLE: host.role,
     ROUTESHIFT_HOST: host.agentUrl,

@@ -34,12 +34,6 @@ export function identify(pid: number): ProcessIdentity | undefined {
   return s && { pid, startTime: s.startTime };
 }
 
-/** Is some process with this pid running (not exited, not a zombie)? */
-export function pidRunning(pid: number): boolean {
-  const s = readStat(pid);
-  return s !== undefined && s.state !== 'Z' && s.state !== 'X';
-}
-
 /** Is this exact process still running (not exited, not a zombie)? */
 export function isAlive(id: ProcessIdentity): boolean {
   const s = readStat(id.pid);

@@ -9,7 +9,7 @@ export function templateVars(app: WorkloadApp, host?: WorkloadHost): Record<stri
     app: app.name,
     address: app.address,
     port: String(app.port),
-    proto: app.proto,
+    proto: String(app.proto),
     ...(host ? { index: String(host.index), role: host.role } : {}),
   };
 }

@@ -5,7 +5,7 @@
  * the BPF programs, so expected output bytes are an independent statement
  * of what the program must produce.
  */
-import { parseIPv4, parseIPv6, parseMac } from '../../src/datapath/address.js';
+import { parseIPv4, parseIPv6, parseMac } from '../../src/model/address.js';
 
 export const ETH_P = { IPV4: 0x0800, IPV6: 0x86dd, VLAN: 0x8100, QINQ: 0x88a8, ARP: 0x0806 } as const;
 export const IPPROTO = { ICMP: 1, IPIP: 4, TCP: 6, UDP: 17, IPV6: 41, FRAGMENT: 44, ICMPV6: 58 } as const;

@@ -8,6 +8,7 @@ import { BpfObject, XdpAction, inNetns, perCpu, u32, xdpVerdictName, type BpfMap
 import {
   DROP_REASONS,
   EVENTS,
+  PROGRAMS,
   STATS,
   appKeyCodec,
   appStatsCodec,
@@ -73,7 +74,7 @@ export class Uplink implements Disposable {
       },
     });
     this.program = obj.program('rs_uplink');
-    this.pass = obj.program('rs_pass');
+    this.pass = obj.program(PROGRAMS.pass);
     this.redirect = obj.map('rs_redirect', appKeyCodec, redirectValueCodec);
     this.deliver = obj.map('rs_deliver', appKeyCodec, deliverValueCodec);
     this.stats = obj.map('rs_app_stats', u32, perCpu(appStatsCodec));

@@ -6,6 +6,7 @@
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { ExitCode } from '../common.js';
 import type { AgentStatus, App, Delivery } from '../../controller/agent-client.js';
+import type { Proto } from '../../model/entry.js';
 import { agentOptions, httpConnector, parseUrl } from '../../controller/cli-support.js';
 import { DEFAULT_STATE_DIR } from '../../controller/journal.js';
 import { unfinishedMigrations, type Unfinished } from '../../controller/unfinished.js';
@@ -65,8 +66,8 @@ function action(a: App): string {
   return a.action.type === 'local' ? 'LOCAL' : `FORWARD → ${a.action.tunnel}`;
 }
 
-function key(x: { address: string; proto: string; port: number }): string {
-  return x.port ? `${x.address} ${x.proto}/${x.port}` : x.address;
+function key(x: { address: string; proto: Proto; port: number }): string {
+  return x.port ? `${x.address} ${String(x.proto)}/${x.port}` : x.proto === 'any' ? x.address : `${x.address} ${String(x.proto)}`;
 }
 
 function text(reports: AgentReport[], unfinished: Unfinished[]): string {
