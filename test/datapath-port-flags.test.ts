@@ -13,7 +13,8 @@ import { pino } from 'pino';
 import { inNetns, xdpVerdictName } from '../src/bpf/index.js';
 import { HostDatapath } from '../src/datapath/host.js';
 import { configOf, type AppKey, type RedirectValue } from '../src/datapath/structs.js';
-import { EntryStore } from '../src/agent/entries.js';
+import { EntryStore, type OpList } from '../src/agent/store.js';
+import { parseAppBody, parseBatchOp, type AppSpec } from '../src/model/entry.js';
 import type { LinkResolver } from '../src/agent/links.js';
 import { uniquePrefix } from '../src/testbed/netns.js';
 import { createFixtureNet, NET } from './lib/fixture-net.js';
@@ -30,6 +31,7 @@ const links: LinkResolver = {
   device: () => ({ ifindex: 42, mac: '02:00:00:00:10:01', path: 'xdp', slowPath: 'tc-peer', why: 'test' }),
   resolve: async () => {},
   neighbourMac: () => '02:00:00:00:10:10',
+  knownMac: () => '02:00:00:00:10:10',
 };
 const log = pino({ level: 'silent' });
 const dp = inNetns(net.ns.name, () => HostDatapath.open({ uplink: 'eth0', pinDir, capacity: 256 }));
@@ -43,7 +45,10 @@ const whole = (address: string): AppKey => ({ address, proto: 'any', port: 0 });
 const udpKey = (address: string, port: number): AppKey => ({ address, proto: 'udp', port });
 const entry = (k: AppKey): RedirectValue | undefined => dp.redirect.lookup(k);
 const names = (): string[] => store.listApps().apps.map((a) => a.name);
-const body = (address: string, extra: Record<string, unknown> = {}): Record<string, unknown> => ({ address, dev: 'eth1', ...extra });
+/** An app entry as a request would give it, parsed by the model's validator. */
+const body = (address: string, extra: Record<string, unknown> = {}): AppSpec => parseAppBody({ address, dev: 'eth1', ...extra });
+/** A batch body's ops, parsed as the server does. */
+const opList = (body: { ops: unknown[] }): OpList => ({ length: body.ops.length, at: (i) => parseBatchOp(body.ops[i], i) });
 
 /** Verdict of a UDP packet to address:port arriving on the uplink. */
 function verdict(address: string, port: number): string {
@@ -99,14 +104,14 @@ t.test('whole-address app deleted while port entries remain: replaced by the pla
 
 t.test('a batch is settled as a whole; an idempotent re-put writes nothing', async (t) => {
   await store.batch(
-    {
+    opList({
       ops: [
         { op: 'put-app', name: 'z', address: '10.200.0.12', dev: 'eth1' },
         { op: 'put-app', name: 'zp', address: '10.200.0.12', proto: 'tcp', port: 80, dev: 'eth1' },
         { op: 'put-app', name: 'wp', address: '10.200.0.13', proto: 'tcp', port: 80, dev: 'eth1' },
         { op: 'delete-app', name: 'xp' },
       ],
-    },
+    }),
     'test',
   );
   t.match(entry(whole('10.200.0.12')), { action: 'local', ports: true });

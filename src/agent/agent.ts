@@ -11,7 +11,7 @@ import { canonicalAddress, parseAddress } from '../model/address.js';
 import { HostDatapath, defaultPinDir } from '../datapath/host.js';
 import type { Config } from '../datapath/structs.js';
 import type { StatusView } from '../model/entry.js';
-import { EntryStore } from './entries.js';
+import { EntryStore } from './store.js';
 import { SystemLinks } from './links.js';
 import { PathKeeper, uplinkFacts, withUplinkFacts } from './paths.js';
 import { PidLock, agentLockName } from './lock.js';

@@ -54,8 +54,10 @@ export interface LinkResolver {
   device(dev: string, field: string): DeviceTarget;
   /** Make the neighbour MACs these entries need known (ARP/ND where the table has none), before staging. */
   resolve(wants: readonly NeighbourWant[]): Promise<void>;
-  /** The MAC of `address`'s next hop on `dev`, from the neighbour table. */
+  /** The MAC of `address`'s next hop on `dev`, from the neighbour table; a FieldError naming `field` when it has none. */
   neighbourMac(address: string, dev: string, field: string): string;
+  /** The same, undefined when the table has none (yet). */
+  knownMac(address: string, dev: string): string | undefined;
 }
 
 /** How long resolve() waits for answers to the probes it starts. */
@@ -127,12 +129,26 @@ export class SystemLinks implements LinkResolver {
   }
 
   neighbourMac(address: string, dev: string, field: string): string {
-    const ifindex = this.device(dev, field.replace(/mac$/, 'dev')).ifindex;
+    const found = this.#lookup(address, dev);
+    if (found.mac) return found.mac;
+    const via = found.hop === address ? '' : ` (its next hop ${found.hop}, from the route to it)`;
+    throw new FieldError(field, `no neighbour entry for ${address}${via} on ${dev}: ${GIVE_MAC}`);
+  }
+
+  knownMac(address: string, dev: string): string | undefined {
+    return this.#lookup(address, dev).mac;
+  }
+
+  #lookup(address: string, dev: string): { hop: string; mac: string | undefined } {
+    let ifindex: number;
+    try {
+      ifindex = ifindexOf(dev);
+    } catch {
+      return { hop: address, mac: undefined };
+    }
     const hop = nextHop(address, ifindex);
     const n = neighGet(ifindex, hop);
-    if (n?.mac && n.state.some((s) => USABLE.has(s))) return n.mac;
-    const via = hop === address ? '' : ` (its next hop ${hop}, from the route to it)`;
-    throw new FieldError(field, `no neighbour entry for ${address}${via} on ${dev}: ${GIVE_MAC}`);
+    return { hop, mac: n?.mac && n.state.some((s) => USABLE.has(s)) ? n.mac : undefined };
   }
 
   async resolve(wants: readonly NeighbourWant[]): Promise<void> {

@@ -6,7 +6,7 @@
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { HostDatapath } from '../datapath/host.js';
 import { DROP_REASONS, EVENTS } from '../datapath/structs.js';
-import type { EntryStore } from './entries.js';
+import type { EntryStore } from './store.js';
 
 export interface AgentMetrics {
   readonly contentType: string;

@@ -16,7 +16,7 @@ import { XDP_FEATURE, linkInfo, xdpFeatures, type XdpMode } from '../bpf/index.j
 import type { HostDatapath } from '../datapath/host.js';
 import type { Config, Target } from '../datapath/structs.js';
 import type { DeviceView, UplinkTx } from '../model/entry.js';
-import type { EntryStore } from './entries.js';
+import type { EntryStore } from './store.js';
 import type { DeviceTarget, LinkResolver } from './links.js';
 
 /** What the uplink is, as the data plane needs to know (rs_config flags). */

@@ -6,7 +6,8 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import type { Logger } from 'pino';
 import type { StatusView } from '../model/entry.js';
 import { isApiError } from '../model/errors.js';
-import type { EntryStore } from './entries.js';
+import type { EntryStore, OpList } from './store.js';
+import { batchOps, parseAction, parseAppBody, parseBatchOp, parseDeliveryBody, parseName, parsePageQuery } from '../model/entry.js';
 import { RELEASE_AFTER_OPS, scheduleRelease } from './memory.js';
 import type { AgentMetrics } from './metrics.js';
 import { bearerMatches } from './token.js';
@@ -76,38 +77,41 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
   });
 
   app.get('/v1/apps', async (req) => {
-    const page = store.listApps(req.query);
+    const page = store.listApps(parsePageQuery(req.query));
     releaseAfter(req, page.apps.length);
     return page;
   });
-  app.get<NameParams>('/v1/apps/:name', async (req) => store.getApp(req.params.name));
+  app.get<NameParams>('/v1/apps/:name', async (req) => store.getApp(parseName(req.params.name)));
   app.put<NameParams>('/v1/apps/:name', async (req, reply) => {
-    const r = await store.putApp(req.params.name, req.body, 'api');
+    const r = await store.putApp(parseName(req.params.name), parseAppBody(req.body), 'api');
     return reply.code(r.created ? 201 : 200).send(r.app);
   });
-  app.post<NameParams>('/v1/apps/:name/action', async (req) => store.setAction(req.params.name, req.body, 'api'));
+  app.post<NameParams>('/v1/apps/:name/action', async (req) => store.setAction(parseName(req.params.name), parseAction(req.body, 'body'), 'api'));
   app.delete<NameParams>('/v1/apps/:name', async (req, reply) => {
-    await store.deleteApp(req.params.name, 'api');
+    await store.deleteApp(parseName(req.params.name), 'api');
     return reply.code(204).send();
   });
 
   app.get('/v1/deliveries', async (req) => {
-    const page = store.listDeliveries(req.query);
+    const page = store.listDeliveries(parsePageQuery(req.query));
     releaseAfter(req, page.deliveries.length);
     return page;
   });
-  app.get<NameParams>('/v1/deliveries/:name', async (req) => store.getDelivery(req.params.name));
+  app.get<NameParams>('/v1/deliveries/:name', async (req) => store.getDelivery(parseName(req.params.name)));
   app.put<NameParams>('/v1/deliveries/:name', async (req, reply) => {
-    const r = await store.putDelivery(req.params.name, req.body, 'api');
+    const r = await store.putDelivery(parseName(req.params.name), parseDeliveryBody(req.body), 'api');
     return reply.code(r.created ? 201 : 200).send(r.delivery);
   });
   app.delete<NameParams>('/v1/deliveries/:name', async (req, reply) => {
-    await store.deleteDelivery(req.params.name, 'api');
+    await store.deleteDelivery(parseName(req.params.name), 'api');
     return reply.code(204).send();
   });
 
   app.post('/v1/batch', async (req) => {
-    const applied = await store.batch(req.body, 'api');
+    // parsed op by op as the store stages them: a large batch keeps no second copy
+    const raw = batchOps(req.body);
+    const ops: OpList = { length: raw.length, at: (i) => parseBatchOp(raw[i], i) };
+    const applied = await store.batch(ops, 'api');
     releaseAfter(req, applied);
     return { applied };
   });
