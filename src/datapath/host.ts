@@ -36,6 +36,7 @@ import {
 import { repoRoot } from '../bpf/native.js';
 import { metaValueCodec, nameKeyCodec, ownerCodec, type MetaValue, type NameKey, type Owner } from './meta.js';
 import {
+  DEFAULT_CAPACITY,
   DROP_REASONS,
   EVENTS,
   MAPS,
@@ -44,6 +45,7 @@ import {
   appKeyCodec,
   appStatsCodec,
   configCodec,
+  configOf,
   counterCodec,
   deliverValueCodec,
   redirectValueCodec,
@@ -61,7 +63,6 @@ import {
 import { Watcher } from './watch.js';
 
 export const DEFAULT_PIN_ROOT = '/sys/fs/bpf/routeshift';
-export const DEFAULT_CAPACITY = 65536;
 const META_MAP = 'rs_app_meta';
 const NAMES_MAP = 'rs_app_names';
 const OWNER_MAP = 'rs_owner';
@@ -136,12 +137,14 @@ function mapsById(ids: readonly number[]): Map<string, BpfMap<Buffer, Buffer>> {
 }
 
 export class HostDatapath implements Disposable {
+  // The entry tables: the agent's store (src/agent/store.ts) is their one writer.
   readonly redirect: BpfMap<AppKey, RedirectValue>;
   readonly deliver: BpfMap<AppKey, DeliverValue>;
-  readonly stats: BpfMap<number, AppStats[]>;
-  readonly drops: BpfMap<number, Counter[]>;
-  readonly events: BpfMap<number, Counter[]>;
-  readonly config: BpfMap<number, Config>;
+  // The counters and the config are read and written through the methods below only.
+  readonly #stats: BpfMap<number, AppStats[]>;
+  readonly #drops: BpfMap<number, Counter[]>;
+  readonly #events: BpfMap<number, Counter[]>;
+  readonly #config: BpfMap<number, Config>;
   readonly meta: BpfMap<number, MetaValue>;
   /** (kind, name) → app id: the agent's name index, pinned beside the rest. */
   readonly names: BpfMap<NameKey, number>;
@@ -167,10 +170,10 @@ export class HostDatapath implements Disposable {
   ) {
     this.redirect = obj.map('rs_redirect', appKeyCodec, redirectValueCodec);
     this.deliver = obj.map('rs_deliver', appKeyCodec, deliverValueCodec);
-    this.stats = obj.map('rs_app_stats', u32, perCpu(appStatsCodec));
-    this.drops = obj.map('rs_drops', u32, perCpu(counterCodec));
-    this.events = obj.map('rs_events', u32, perCpu(counterCodec));
-    this.config = obj.map('rs_config', u32, configCodec);
+    this.#stats = obj.map('rs_app_stats', u32, perCpu(appStatsCodec));
+    this.#drops = obj.map('rs_drops', u32, perCpu(counterCodec));
+    this.#events = obj.map('rs_events', u32, perCpu(counterCodec));
+    this.#config = obj.map('rs_config', u32, configCodec);
     this.program = obj.program(PROGRAMS.uplink);
     this.tcProgram = obj.program(PROGRAMS.tc);
     this.meta = meta;
@@ -305,33 +308,33 @@ export class HostDatapath implements Disposable {
   }
 
   setConfig(config: Config): void {
-    this.config.update(0, config);
+    this.#config.update(0, config);
   }
 
   getConfig(): Config {
-    return this.config.lookup(0) ?? { tunnelAddr4: null, tunnelAddr6: null, mtu: 0, skbCsum: false, uplinkTx: 'xdp-tx', metaCookie: 0 };
+    return this.#config.lookup(0) ?? configOf({});
   }
 
   appStats(appId: number): AppStats {
-    return sumAppStats(this.stats.lookup(appId) ?? []);
+    return sumAppStats(this.#stats.lookup(appId) ?? []);
   }
 
   /** Zero application ids' counters (ids are reused after delete), in one batched update. */
   resetAppStats(appIds: readonly number[]): void {
     if (!appIds.length) return;
     const zero = Object.fromEntries(STATS.map((s) => [s, { packets: 0n, bytes: 0n }])) as AppStats;
-    const perCpuZero = Array.from({ length: this.stats.info.possibleCpus }, () => zero);
-    this.stats.updateBatch(appIds.map((id) => [id, perCpuZero] as const));
+    const perCpuZero = Array.from({ length: this.#stats.info.possibleCpus }, () => zero);
+    this.#stats.updateBatch(appIds.map((id) => [id, perCpuZero] as const));
   }
 
   dropCounts(): Record<DropReason, Counter> {
     return Object.fromEntries(
-      DROP_REASONS.map((r, i) => [r, sumCounters(this.drops.lookup(i) ?? [])]),
+      DROP_REASONS.map((r, i) => [r, sumCounters(this.#drops.lookup(i) ?? [])]),
     ) as Record<DropReason, Counter>;
   }
 
   eventCounts(): Record<EventName, Counter> {
-    return Object.fromEntries(EVENTS.map((e, i) => [e, sumCounters(this.events.lookup(i) ?? [])])) as Record<
+    return Object.fromEntries(EVENTS.map((e, i) => [e, sumCounters(this.#events.lookup(i) ?? [])])) as Record<
       EventName,
       Counter
     >;
@@ -345,7 +348,7 @@ export class HostDatapath implements Disposable {
 
   close(): void {
     this.#watcher?.close();
-    for (const m of [this.redirect, this.deliver, this.stats, this.drops, this.events, this.config, this.meta, this.names]) m.close();
+    for (const m of [this.redirect, this.deliver, this.#stats, this.#drops, this.#events, this.#config, this.meta, this.names]) m.close();
     this.program.close();
     this.tcProgram.close();
   }

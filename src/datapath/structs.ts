@@ -183,11 +183,14 @@ export interface MapSpec {
   readonly maxEntries: number;
 }
 
+/** RS_MAX_APPS (bpf/counter_maps.h): entries per map and app ids unless the agent is given a --capacity. */
+export const DEFAULT_CAPACITY = 65536;
+
 /** The maps of bpf/uplink.o (bpf/maps.h). */
 export const MAPS = {
-  rs_redirect: { type: 'hash', key: 'rs_app_key', value: 'rs_redirect_value', maxEntries: 65536 },
-  rs_deliver: { type: 'hash', key: 'rs_app_key', value: 'rs_deliver_value', maxEntries: 65536 },
-  rs_app_stats: { type: 'percpu_array', key: 'u32', value: 'rs_app_stats', maxEntries: 65536 },
+  rs_redirect: { type: 'hash', key: 'rs_app_key', value: 'rs_redirect_value', maxEntries: DEFAULT_CAPACITY },
+  rs_deliver: { type: 'hash', key: 'rs_app_key', value: 'rs_deliver_value', maxEntries: DEFAULT_CAPACITY },
+  rs_app_stats: { type: 'percpu_array', key: 'u32', value: 'rs_app_stats', maxEntries: DEFAULT_CAPACITY },
   rs_drops: { type: 'percpu_array', key: 'u32', value: 'rs_counter', maxEntries: DROP_REASONS.length },
   rs_events: { type: 'percpu_array', key: 'u32', value: 'rs_counter', maxEntries: EVENTS.length },
   rs_config: { type: 'array', key: 'u32', value: 'rs_config', maxEntries: 1 },

@@ -1,6 +1,7 @@
 /** `routeshift agent`: run the per-host daemon, or remove what it made (--cleanup). */
 import type { CommandModule } from 'yargs';
 import { DEFAULT_LISTEN, DEFAULT_TOKEN_FILE } from '../../agent/defaults.js';
+import { DEFAULT_CAPACITY } from '../../datapath/structs.js';
 import { UsageError } from '../common.js';
 
 interface AgentArgs {
@@ -37,7 +38,7 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
       .option('tunnel-addr', { type: 'string', array: true, describe: "This host's tunnel address(es), v4 and/or v6 [default: the uplink's global addresses]" })
       .option('mtu', { type: 'number', describe: 'Outer MTU limit for forwarded packets [default: the route MTU]' })
       .option('xdp-mode', { choices: ['native', 'generic'] as const, default: 'native' as const, describe: 'XDP attach mode (generic works on any device, slower)' })
-      .option('capacity', { type: 'number', describe: 'Entries per map and application ids [default: 65536]' })
+      .option('capacity', { type: 'number', describe: `Entries per map and application ids [default: ${DEFAULT_CAPACITY}]` })
       .option('insecure', { type: 'boolean', default: false, describe: 'Serve without a token (local demos only; loopback only)' })
       .option('replace', { type: 'boolean', default: false, describe: "Take over an uplink whose XDP program is not routeshift's" })
       .option('detach-on-exit', { type: 'boolean', default: false, describe: 'Detach the program on shutdown (default: keep forwarding)' })
