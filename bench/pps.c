@@ -16,7 +16,7 @@
  * bench_sink_xdp  XDP on the first hop (the fabric's side of the client
  *                 veth): count, drop — measures the sender's own rate.
  * bench_pass      XDP_PASS, for veth peers that must run an XDP program to
- *                 accept native XDP frames (DESIGN.md, kernel facts).
+ *                 accept native XDP frames (docs/architecture.md, kernel facts).
  */
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>

@@ -1,7 +1,7 @@
 /** What every CLI command shares: exit codes, usage errors, token files. */
 import { readFileSync } from 'node:fs';
 
-/** Exit codes of the CLI contract (DESIGN.md). */
+/** Exit codes of the CLI contract (README.md, "CLI"). */
 export const ExitCode = {
   Ok: 0,
   /** Failed, and everything was rolled back. */

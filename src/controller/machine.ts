@@ -1,5 +1,5 @@
 /**
- * The migration state machine (DESIGN.md, "The migration protocol").
+ * The migration state machine (docs/architecture.md, "The migration protocol").
  *
  * The TABLE below is the whole protocol: for each step, what it does, where
  * it goes next, what undoes it, and what a failure in it means. The

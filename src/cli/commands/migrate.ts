@@ -1,6 +1,6 @@
 /**
  * `routeshift migrate NAME --from URL --to URL --dest-dev IF` — move one
- * application by map updates (DESIGN.md, the migration protocol), or with
+ * application by map updates (docs/architecture.md, the migration protocol), or with
  * `--resume` finish/undo one a dead controller left half-way.
  */
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
