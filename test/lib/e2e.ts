@@ -51,9 +51,10 @@ import type { AnnounceSpec } from '../../src/controller/announce.js';
 import type { Timing } from '../../src/controller/journal.js';
 import { AgentProcess } from '../../src/testbed/agent-process.js';
 import { uniquePrefix, type Netns } from '../../src/testbed/netns.js';
-import { Topology, type AppNode, type AppPlacement } from '../../src/testbed/topology.js';
+import { Topology, type AppNode, type AppPlacement, type TopologyOptions } from '../../src/testbed/topology.js';
 import { onStdoutLines } from '../../src/testbed/traffic.js';
 import { SeqStats, makePayload, parsePayload, type SeqReport } from '../../src/testbed/udp-tool.js';
+import { parseIPv4, parseIPv6 } from '../../src/model/address.js';
 import type { DriverSpec, ProbeSpec, WorkloadApp, WorkloadHost } from '../../src/workload/driver.js';
 import { NetnsProcessDriver, killRecordedApps } from '../../src/workload/netns-process.js';
 
@@ -91,8 +92,10 @@ export const APP_MAX_SECONDS = 300;
 
 /**
  * `perl app.pl PORT MAX_SECONDS [ECHO_EVERY [ADDRESS]]`: UDP echo + TCP
- * "which namespace am I" on ADDRESS:PORT (default 0.0.0.0), until SIGTERM
- * or MAX_SECONDS.
+ * "which namespace am I" on ADDRESS:PORT, until SIGTERM or MAX_SECONDS.
+ * ADDRESS defaults to every address of both families (`::` with V6Only off,
+ * IO::Socket::IP; `0.0.0.0` where the kernel has no IPv6); an app given its
+ * own address (the drain's `{address}`) is reached on that address only.
  *
  * UDP: every datagram that is not a sequence packet (the controller's
  * readiness probe) is echoed; of the sequence packets ("RSEQ", see
@@ -105,15 +108,22 @@ export const APP_MAX_SECONDS = 300;
  * as ranges, TCP connections accepted.
  */
 export const APP_PL = String.raw`use strict; use warnings;
-use IO::Socket::INET; use IO::Select;
+use IO::Socket::IP; use IO::Select;
 use Socket qw(SOL_SOCKET SO_RCVBUF MSG_DONTWAIT);
-my ($port, $max, $every, $bind) = @ARGV; $max ||= 120; $every ||= 1; $bind ||= '0.0.0.0';
+my ($port, $max, $every, $bind) = @ARGV; $max ||= 120; $every ||= 1;
 my $me = qx(ip netns identify $$); chomp $me; $me ||= '?';
-my $u = IO::Socket::INET->new(LocalAddr => $bind, LocalPort => $port, Proto => 'udp') or die "udp $port: $!
-";
+# No ADDRESS: every address of both families ('::' dual-stack, else 0.0.0.0 where IPv6 is absent).
+my @any = (defined $bind && length $bind) ? ($bind) : ('::', '0.0.0.0');
+sub sock { my ($proto, @more) = @_; my $err = '';
+  for my $a (@any) {
+    my $s = IO::Socket::IP->new(LocalHost => $a, LocalService => $port, Proto => $proto, ($a eq '::' ? (V6Only => 0) : ()), @more);
+    return $s if $s; $err .= " [$a] $@";
+  }
+  die "$proto $port:$err
+"; }
+my $u = sock('udp');
 setsockopt($u, SOL_SOCKET, SO_RCVBUF, 4 << 20);
-my $l = IO::Socket::INET->new(LocalAddr => $bind, LocalPort => $port, Proto => 'tcp', Listen => 128, ReuseAddr => 1) or die "tcp $port: $!
-";
+my $l = sock('tcp', Listen => 128, ReuseAddr => 1);
 $l->blocking(0);
 my $sel = IO::Select->new($u, $l);
 my ($nu, $dup, $nt, $stop, $bits) = (0, 0, 0, 0, '');
@@ -194,16 +204,21 @@ export interface Accounting {
 /**
  * Loss over the union of what the app received wherever it ran (on A and
  * on B): every sequence number < sent must have been received by exactly one.
+ *
+ * `base`: the flow's first sequence number (FlowSpec.seqBase), when several
+ * flows reach one app with disjoint sequence ranges; only [base, base + sent)
+ * is accounted then, and `dup` — the app's duplicates over all its flows —
+ * is counted only for base 0 (the single-flow case it describes).
  */
-export function account(sent: number, reports: readonly (AppReport | undefined)[]): Accounting {
+export function account(sent: number, reports: readonly (AppReport | undefined)[], base = 0): Accounting {
   const count = new Uint8Array(sent);
   let duplicated = 0;
   const perApp: number[] = [];
   for (const r of reports) {
     let n = 0;
-    duplicated += r?.dup ?? 0;
+    if (base === 0) duplicated += r?.dup ?? 0;
     for (const [a, b] of r?.ranges ?? []) {
-      for (let i = a; i <= b && i < sent; i++) {
+      for (let i = Math.max(a, base) - base; i <= b - base && i < sent; i++) {
         if (count[i]) duplicated++;
         else count[i] = 1;
         n++;
@@ -235,6 +250,18 @@ export interface FlowSpec {
   rate: number;
   /** The app echoes every N-th sequence packet (its ECHO_EVERY); default 1. */
   echoEvery?: number;
+  /**
+   * First sequence number (default 0; a multiple of echoEvery): flows that
+   * reach the same app process need disjoint ranges, e.g. one from the
+   * client and one from the remote. Reports still count 0..sent-1.
+   */
+  seqBase?: number;
+  /**
+   * Bind to this source address (one of the sending namespace's). The
+   * report then lists the packets whose complete UDP checksum is, by chance,
+   * the value a partial checksum holds (FlowReport.pseudoOnly).
+   */
+  src?: string;
 }
 
 export interface FlowsOptions {
@@ -256,6 +283,41 @@ export interface FlowReport {
   echo: SeqReport;
   /** Every gap between two consecutive echoes of at least GAP_FLOOR_MS (at most 5000), in arrival order. */
   gaps: { atMs: number; gapMs: number }[];
+  /**
+   * With FlowSpec.src: the packets (0-based, like `sent`; at most 1000)
+   * whose complete checksum equals the pseudo-header sum alone — see
+   * checksumLooksPartial.
+   */
+  pseudoOnly?: number[];
+}
+
+/** 16-bit big-endian words summed (an odd last byte padded with zero). */
+function sum16(b: Uint8Array, acc = 0): number {
+  for (let i = 0; i + 1 < b.length; i += 2) acc += ((b[i] as number) << 8) | (b[i + 1] as number);
+  if (b.length & 1) acc += (b[b.length - 1] as number) << 8;
+  return acc;
+}
+
+function fold16(sum: number): number {
+  while (sum > 0xffff) sum = (sum & 0xffff) + Math.floor(sum / 0x10000);
+  return sum;
+}
+
+/**
+ * Whether a UDP datagram's complete checksum (as a sender without checksum
+ * offload computes it) equals what a partial one holds — the folded
+ * pseudo-header sum that a sender with offload leaves for the NIC to finish
+ * (CHECKSUM_PARTIAL). The data plane cannot tell such a packet from a
+ * partial one (bpf/out.h, rs_csum_partial) and sends it by the slow path,
+ * which delivers it too: about one datagram in 65,536.
+ */
+export function checksumLooksPartial(src: string, dst: string, sport: number, dport: number, payload: Uint8Array): boolean {
+  const v6 = src.includes(':');
+  const len = 8 + payload.length;
+  const pseudo = sum16(v6 ? parseIPv6(src) : parseIPv4(src)) + sum16(v6 ? parseIPv6(dst) : parseIPv4(dst)) + 17 + len;
+  let check = ~fold16(pseudo + sport + dport + len + sum16(payload)) & 0xffff;
+  if (check === 0) check = 0xffff; // UDP sends a computed 0 as 0xffff
+  return check === fold16(pseudo);
 }
 
 /** Gaps between echoes shorter than this are not listed one by one. */
@@ -287,12 +349,13 @@ function flowsMain(o: FlowsOptions): void {
   const state = o.flows.map((f) => {
     const sock: UdpSocket = createSocket(f.to.includes(':') ? 'udp6' : 'udp4');
     const max = Math.ceil((f.rate * o.maxMs) / 1000);
-    const st = { f, sock, sent: 0, errors: 0, stats: new SeqStats(), max, last: 0, gaps: [] as { atMs: number; gapMs: number }[] };
+    const base = f.seqBase ?? 0;
+    const st = { f, sock, sent: 0, errors: 0, stats: new SeqStats(), max, last: 0, gaps: [] as { atMs: number; gapMs: number }[], pseudoOnly: [] as number[], sport: 0 };
     sock.on('message', (msg) => {
       const p = parsePayload(msg);
-      if (!p) return;
+      if (!p || p.seq < base) return;
       const at = now();
-      st.stats.add(p.seq, p.sentNs, at);
+      st.stats.add(p.seq - base, p.sentNs, at);
       if (st.last && at - st.last >= GAP_FLOOR_MS && st.gaps.length < 5000) st.gaps.push({ atMs: at, gapMs: at - st.last });
       st.last = at;
     });
@@ -312,7 +375,7 @@ function flowsMain(o: FlowsOptions): void {
           const every = s.f.echoEvery ?? 1;
           const stats = s.stats.report(Math.ceil(s.sent / every));
           // SeqStats counts "lost" against 0..expected-1; with sampling the echoed numbers are multiples of `every`.
-          return { to: s.f.to, port: s.f.port, sent: s.sent, errors: s.errors, echo: stats, gaps: s.gaps };
+          return { to: s.f.to, port: s.f.port, sent: s.sent, errors: s.errors, echo: stats, gaps: s.gaps, ...(s.f.src ? { pseudoOnly: s.pseudoOnly } : {}) };
         }),
         startAtMs: start,
         stopAtMs: stopAt,
@@ -332,7 +395,12 @@ function flowsMain(o: FlowsOptions): void {
     for (const s of state) {
       const due = Math.min(s.max, Math.floor(((t - start) * s.f.rate) / 1000) + 1);
       // Send errors arrive as the socket's 'error' event (counted above).
-      for (let burst = 0; s.sent < due && burst < 1024; burst++) s.sock.send(makePayload(s.sent++, o.size ?? 64), s.f.port, s.f.to);
+      for (let burst = 0; s.sent < due && burst < 1024; burst++) {
+        const payload = makePayload((s.f.seqBase ?? 0) + s.sent, o.size ?? 64);
+        if (s.f.src && s.pseudoOnly.length < 1000 && checksumLooksPartial(s.f.src, s.f.to, s.sport, s.f.port, payload)) s.pseudoOnly.push(s.sent);
+        s.sent++;
+        s.sock.send(payload, s.f.port, s.f.to);
+      }
       soonest = Math.min(soonest, start + (s.sent * 1000) / s.f.rate - now());
     }
     // Bursts paced by a timer (≥ 1 ms: ~20 packets at 20k pps), never a busy loop:
@@ -340,7 +408,8 @@ function flowsMain(o: FlowsOptions): void {
     setTimeout(tick, Math.max(1, soonest));
   };
   for (const s of state) {
-    s.sock.bind(0, () => {
+    s.sock.bind({ port: 0, ...(s.f.src ? { address: s.f.src } : {}) }, () => {
+      s.sport = s.sock.address().port;
       // Echoes must not be lost in our own socket while this process is starved of CPU.
       try {
         s.sock.setRecvBufferSize(8 << 20);
@@ -594,9 +663,9 @@ export async function startTcpHold(ns: Netns, opts: { to: string; port: number; 
   return { p, first };
 }
 
-/** Start the perl app directly (not through a driver) in a namespace. */
-export async function startApp(ns: Netns, script: string, port: number, maxSeconds: number, echoEvery = ECHO_EVERY): Promise<ToolProcess<AppReport>> {
-  const p = watch<AppReport>(ns.spawn('perl', [script, String(port), String(maxSeconds), String(echoEvery)]), `app in ${ns.name}`);
+/** Start the perl app directly (not through a driver) in a namespace (on `bind` only, when given). */
+export async function startApp(ns: Netns, script: string, port: number, maxSeconds: number, echoEvery = ECHO_EVERY, bind?: string): Promise<ToolProcess<AppReport>> {
+  const p = watch<AppReport>(ns.spawn('perl', [script, String(port), String(maxSeconds), String(echoEvery), ...(bind ? [bind] : [])]), `app in ${ns.name}`);
   await p.waitLine(/"ready"/);
   return p;
 }
@@ -654,6 +723,8 @@ export interface BedOptions {
   hosts?: string[];
   /** Extra agent arguments (e.g. ['--xdp-mode', 'generic']). */
   agentArgs?: string[];
+  /** Topology options passed through (default: IPv4 only, the plain routed host). */
+  topology?: Pick<TopologyOptions, 'ipv6' | 'appLink' | 'prepared' | 'peerXdp' | 'offloads' | 'staticNeighbours'>;
 }
 
 /**
@@ -685,14 +756,20 @@ export class Bed {
     const dir = mkdtempSync(join(tmpdir(), `rs-${o.tag}-`));
     let topo: Topology;
     try {
-      topo = Topology.create({ prefix: uniquePrefix(o.tag), apps: o.apps, hosts: o.hosts ?? ['A', 'B'], ipv6: false });
+      topo = Topology.create({ prefix: uniquePrefix(o.tag), apps: o.apps, hosts: o.hosts ?? ['A', 'B'], ...o.topology, ipv6: o.topology?.ipv6 ?? false });
     } catch (err) {
       rmSync(dir, { recursive: true, force: true });
       throw err;
     }
     const bed = new Bed(topo, dir, o.agentArgs ?? []);
     t.teardown(() => bed.destroy());
-    for (const h of Object.keys(topo.hosts)) await bed.startAgent(h);
+    try {
+      for (const h of Object.keys(topo.hosts)) await bed.startAgent(h);
+    } catch (err) {
+      // Bed.create at a test file's top level: a throw here ends the file before any teardown runs.
+      await bed.destroy();
+      throw err;
+    }
     return bed;
   }
 
@@ -739,10 +816,10 @@ export class Bed {
   /** Connector for the controller library: real HTTP clients with the shared token. */
   readonly connect: AgentConnector = (url) => new HttpAgentClient(url, { token: readFileSync(this.tokenFile, 'utf8').trim(), timeoutMs: 30_000 });
 
-  /** Announce hook that moves the fabric's route to `host`. */
-  announceTo(host: string): AnnounceSpec {
+  /** Announce hook that moves the fabric's route to `host` (of an IPv4 app; `6`: of an IPv6 app). */
+  announceTo(host: string, family: 4 | 6 = 4): AnnounceSpec {
     const h = this.topo.host(host);
-    return { kind: 'netns-route', netns: this.topo.fabric.name, via: [h.addr4], dev: h.fabricDev };
+    return { kind: 'netns-route', netns: this.topo.fabric.name, via: [family === 4 ? h.addr4 : h.addr6], dev: h.fabricDev };
   }
 
   /** The netns-process driver spec running APP_PL on `port` in the app's namespaces ({app}A → {app}B). */
@@ -788,14 +865,15 @@ export class Bed {
     return new NetnsProcessDriver(this.driverSpec(typeof port === 'number' ? { port } : port));
   }
 
-  /** Register an app's redirect entry (LOCAL) on its host's agent. */
-  async registerLocal(node: AppNode, name = node.name): Promise<App> {
-    return this.client(node.host).putApp(name, { address: node.addr4, dev: node.hostDev, action: { type: 'local' } });
+  /** Register an app's redirect entry (LOCAL) on its host's agent (for its IPv6 address: family 6). */
+  async registerLocal(node: AppNode, name = node.name, family: 4 | 6 = 4): Promise<App> {
+    return this.client(node.host).putApp(name, { address: family === 4 ? node.addr4 : node.addr6, dev: node.hostDev, action: { type: 'local' } });
   }
 
   /** Where the fabric routes an address now (the next hop), or undefined. */
   fabricRoute(addr: string): string | undefined {
-    const [r] = JSON.parse(this.topo.fabric.ip('-j', 'route', 'show', `${addr}/32`)) as { gateway?: string }[];
+    const v6 = addr.includes(':');
+    const [r] = JSON.parse(this.topo.fabric.ip(v6 ? '-6' : '-4', '-j', 'route', 'show', `${addr}/${v6 ? 128 : 32}`)) as { gateway?: string }[];
     return r?.gateway;
   }
 
