@@ -134,9 +134,9 @@ t.test('a restarted agent repairs maps pinned without flags (an older agent)', a
   t.same(names(), ['wp', 'x', 'z', 'zp']);
 });
 
-t.test('a kernel refusal part-way through a change is undone whole (placeholders fill the redirect map)', async (t) => {
+t.test('a change that would overfill a map is refused before anything is written (placeholders fill the redirect map)', async (t) => {
   // Capacity 5: two apps on port entries take 2 ids but 4 redirect slots (entry + placeholder
-  // each). A third needs 2 more slots: the batched update writes one, then the map is full.
+  // each). A third needs 2 more slots, and only one is left: refused before any write.
   const smallPin = `${pinDir}-small`;
   mkdirSync(smallPin, { recursive: true });
   t.teardown(() => rmSync(smallPin, { recursive: true, force: true }));
@@ -153,9 +153,9 @@ t.test('a kernel refusal part-way through a change is undone whole (placeholders
   await t.rejects(
     s.putApp('p3', body('10.210.0.3', { proto: 'udp', port: 5000 }), 'test'),
     { status: 409, message: /E2BIG .*map full, 5 entries\); nothing was changed.*--capacity/ },
-    'the map refuses the second new slot: a 409 that says what to do',
+    'the second new slot does not fit: a 409 that says what to do',
   );
-  t.same({ redirect: dump(small.redirect), meta: dump(small.meta), names: dump(small.names) }, before, 'redirect, names and meta are exactly as before: the slot that was written is taken back');
+  t.same({ redirect: dump(small.redirect), meta: dump(small.meta), names: dump(small.names) }, before, 'redirect, names and meta are exactly as before');
   t.same(s.listApps().apps.map((a) => a.name), ['p1', 'p2']);
   t.same(s.counts, { apps: 2, deliveries: 0 });
 });

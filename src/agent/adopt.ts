@@ -73,13 +73,30 @@ export function adopt(dp: HostDatapath, c: Catalog, log: Logger): string[] {
     c.setId(appId, true);
     return true;
   };
+  // An entry no id confirms is an orphan (its meta never landed, or went first on a delete): it goes.
+  const orphanApps: AppKey[] = [];
+  const orphanDeliveries: AppKey[] = [];
   for (const [key, value] of dp.redirect.entries()) {
-    if (value.action === 'ports-only' || !confirm('app', key, value.appId)) continue;
+    c.entries.rs_redirect++;
+    if (value.action === 'ports-only') continue;
+    if (!confirm('app', key, value.appId)) {
+      orphanApps.push(key);
+      continue;
+    }
     c.counts.apps++;
     if (isPortKey(key)) c.countPortKey(key.address, +1);
     else if (value.ports) flagged.add(key.address);
   }
-  for (const [key, value] of dp.deliver.entries()) if (confirm('delivery', key, value.appId)) c.counts.deliveries++;
+  for (const [key, value] of dp.deliver.entries()) {
+    c.entries.rs_deliver++;
+    if (confirm('delivery', key, value.appId)) c.counts.deliveries++;
+    else orphanDeliveries.push(key);
+  }
+  if (orphanApps.length) dp.redirect.deleteBatch(orphanApps);
+  if (orphanDeliveries.length) dp.deliver.deleteBatch(orphanDeliveries);
+  c.entries.rs_redirect -= orphanApps.length;
+  c.entries.rs_deliver -= orphanDeliveries.length;
+  for (const k of orphanApps) if (isPortKey(k)) flagged.add(k.address); // its placeholder may be left alone
 
   const stale = outOfRange;
   for (let id = 0; id < capacity; id++) if ((state[id]! & (HAS_META | KEY_OK)) === HAS_META) stale.push(id);
@@ -102,8 +119,10 @@ export function adopt(dp: HostDatapath, c: Catalog, log: Logger): string[] {
     const meta = dp.meta.lookup(id);
     if (meta) dp.names.update({ kind: meta.kind, name: meta.name }, id);
   }
-  if (c.counts.apps || c.counts.deliveries || stale.length) {
-    log.info({ ...c.counts, dropped: stale.length }, 'adopted pinned entries');
+  c.entries.rs_app_meta = c.counts.apps + c.counts.deliveries;
+  c.entries.rs_app_names = c.entries.rs_app_meta;
+  if (c.counts.apps || c.counts.deliveries || stale.length || orphanApps.length || orphanDeliveries.length) {
+    log.info({ ...c.counts, dropped: stale.length, orphans: orphanApps.length + orphanDeliveries.length }, 'adopted pinned entries');
   }
   return [...new Set([...c.portKeys.keys(), ...flagged])];
 }

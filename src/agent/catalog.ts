@@ -39,6 +39,8 @@ export class Catalog {
   readonly portKeys = new Map<string, number>();
   /** Device → how many entries deliver into it (few devices, many entries). */
   readonly devices = new Map<string, number>();
+  /** Entries each map holds now (placeholders included): what a change may add before the map is full. */
+  readonly entries: Record<string, number> = { rs_redirect: 0, rs_deliver: 0, rs_app_meta: 0, rs_app_names: 0 };
 
   constructor(private readonly dp: HostDatapath) {
     this.#ids = new Uint8Array(Math.ceil(dp.capacity / 8));

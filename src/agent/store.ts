@@ -18,6 +18,7 @@ import { ConflictError } from '../model/errors.js';
 import type { Action, AppSpec, AppView, BatchOp, DeliveryView, EntrySpec, PageQuery } from '../model/entry.js';
 import { adopt } from './adopt.js';
 import { Catalog } from './catalog.js';
+import { Intent } from './intent.js';
 import { SystemLinks, type LinkResolver } from './links.js';
 import { Plan } from './plan.js';
 import type { Applicable } from './txn.js';
@@ -57,6 +58,7 @@ export class EntryStore {
     this.#catalog = new Catalog(dp);
     this.#links = links;
     this.#views = new EntryViews(dp, this.#catalog);
+    Intent.replay(dp, log); // a change the previous agent was applying when it stopped: completed first
     const settle = adopt(dp, this.#catalog, log);
     // maps pinned by an older agent may lack port flags / placeholders: settle those addresses
     const plan = new Plan(dp, this.#catalog, links);
@@ -180,6 +182,22 @@ export class EntryStore {
     });
   }
 
+  /** Refuse, before anything is written, a change that would not fit a map. */
+  #checkRoom(changes: readonly Applicable[]): void {
+    for (const c of changes) {
+      const now = this.#catalog.entries[c.map.name];
+      if (now === undefined || c.growth <= 0) continue;
+      const max = c.map.info.maxEntries;
+      if (now + c.growth > max) {
+        throw new ConflictError(
+          `${c.map.name} would hold ${now + c.growth} entries: E2BIG (map full, ${max} entries); nothing was changed. ` +
+            'Addresses with port entries only also take a slot (a placeholder); ' +
+            'free entries, or restart the agent with a larger --capacity after `routeshift agent --cleanup`',
+        );
+      }
+    }
+  }
+
   #serialized<T>(write: () => Promise<T> | T): Promise<T> {
     const run = this.#writes.then(write, write);
     this.#writes = run.catch(() => undefined);
@@ -204,10 +222,20 @@ export class EntryStore {
     plan.fillMacs();
   }
 
-  /** Apply a staged plan to the maps (undone exactly on failure), publish it, log it. */
+  /**
+   * Apply a staged plan to the maps, crash-atomically: the room every map
+   * needs is checked first (so no batched write can stop part-way on a full
+   * map), a change of more than one entry pins its intent before the first
+   * write (intent.ts: a restart completes it), and a write the kernel still
+   * refuses is undone exactly. Then publish and log.
+   */
   #apply(plan: Plan, who: Source): void {
     const changes = plan.changes();
     if (changes.every((c) => c.size === 0)) return; // idempotent: nothing differs
+    for (const c of changes) c.prepare();
+    this.#checkRoom(changes);
+    const writes = changes.reduce((n, c) => n + c.size, 0) + plan.resetStats.length;
+    const intent = writes > 1 ? Intent.write(this.dp.pinDir, changes, plan.resetStats) : undefined;
     const applied: Applicable[] = [];
     try {
       for (const c of changes) {
@@ -216,6 +244,7 @@ export class EntryStore {
         c.apply();
       }
     } catch (err) {
+      intent?.remove();
       const failures = applied.reverse().flatMap((c) => c.rollback());
       this.log.error({ who, err: (err as Error).message, rollbackFailures: failures }, 'entry change failed and was rolled back');
       if (failures.length) (err as Error).message += `; rollback incomplete: ${failures.join('; ')}`;
@@ -229,7 +258,9 @@ export class EntryStore {
       throw err;
     }
     plan.publish();
+    for (const c of changes) this.#catalog.entries[c.map.name] = (this.#catalog.entries[c.map.name] ?? 0) + c.growth;
     this.dp.resetAppStats(plan.resetStats);
+    intent?.remove();
     for (const r of plan.results) {
       this.log.info({ who, op: r.op, name: r.name, before: r.before ?? null, after: r.after ?? null }, 'entry changed');
     }

@@ -8,10 +8,21 @@
  * held before the request when that is already known.
  */
 import type { BpfMap } from '../bpf/index.js';
+import { crashPoint } from './failpoint.js';
+
+/** Entries per batched syscall: small enough that a crash between two lands anywhere in a large change. */
+export const APPLY_CHUNK = 2048;
 
 /** What a request's commit needs of a change, whatever its map's types. */
 export interface Applicable {
   readonly size: number;
+  /** Read what the map holds for every key (before any write): after it, counts and the intent are exact. */
+  prepare(): void;
+  /** Entries the map holds after apply, minus before (prepare first). */
+  readonly growth: number;
+  readonly map: BpfMap<unknown, unknown>;
+  /** Every write apply will make: [key, value] or [key, undefined] for a delete (prepare first). */
+  writes(): IterableIterator<[unknown, unknown]>;
   apply(): void;
   rollback(): string[];
 }
@@ -80,20 +91,53 @@ export class MapChange<K, V> implements Applicable {
     return this.#pending.size;
   }
 
-  /** Upserts in one batch, then deletes in one batch; remembers what was there. */
+  prepare(): void {
+    for (const p of this.#pending.values()) if (p.before === UNREAD) p.before = this.map.lookup(p.key);
+  }
+
+  get growth(): number {
+    let n = 0;
+    for (const p of this.#pending.values()) {
+      const had = p.before !== undefined && p.before !== UNREAD;
+      if (p.value !== undefined && !had) n++;
+      else if (p.value === undefined && had) n--;
+    }
+    return n;
+  }
+
+  *writes(): IterableIterator<[K, V | undefined]> {
+    for (const p of this.#pending.values()) {
+      if (p.value !== undefined) yield [p.key, p.value];
+      else if (p.before !== undefined) yield [p.key, undefined];
+    }
+  }
+
+  /**
+   * Deletes first (so the map never holds more than before or after), then
+   * upserts, each in batched syscalls of APPLY_CHUNK entries; remembers what
+   * was there.
+   */
   apply(): void {
+    this.prepare();
     const upserts: [K, V][] = [];
     const deletes: K[] = [];
     for (const p of this.#pending.values()) {
-      if (p.before === UNREAD) p.before = this.map.lookup(p.key);
       if (p.value !== undefined) upserts.push([p.key, p.value]);
       else if (p.before !== undefined) deletes.push(p.key);
     }
     this.#applied = true;
-    if (upserts.length === 1) this.map.update(upserts[0]![0], upserts[0]![1]); // one entry: a plain update, the cheapest atomic change
-    else if (upserts.length > 1) this.map.updateBatch(upserts);
-    if (deletes.length === 1) this.map.delete(deletes[0]!);
-    else if (deletes.length > 1) this.map.deleteBatch(deletes);
+    for (let i = 0; i < deletes.length; i += APPLY_CHUNK) {
+      const chunk = deletes.slice(i, i + APPLY_CHUNK);
+      if (chunk.length === 1) this.map.delete(chunk[0]!);
+      else this.map.deleteBatch(chunk);
+      crashPoint('apply');
+    }
+    for (let i = 0; i < upserts.length; i += APPLY_CHUNK) {
+      const chunk = upserts.slice(i, i + APPLY_CHUNK);
+      if (chunk.length === 1) this.map.update(chunk[0]![0], chunk[0]![1]); // one entry: a plain update, the cheapest atomic change
+      else this.map.updateBatch(chunk);
+      crashPoint('apply');
+    }
   }
 
   /** Put back what apply() changed (best effort per entry; returns failures). */

@@ -89,6 +89,11 @@ export class BpfMap<K, V> implements Disposable {
     return key && value ? new BpfMap(handle, key, value) : BpfMap.raw(handle);
   }
 
+  /** A pinned map with raw byte keys and values of its sizes (tools and tests that read any map). */
+  static openPinnedRaw(path: string): BpfMap<Buffer, Buffer> {
+    return BpfMap.raw(addon().openPinnedMap(path));
+  }
+
   /** A native handle with raw byte keys and values of the map's sizes (per-CPU: all CPUs' bytes). */
   static raw(handle: NativeMap): BpfMap<Buffer, Buffer> {
     const info = handle.info();
