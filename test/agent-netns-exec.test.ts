@@ -10,7 +10,10 @@
 import t from 'tap';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
+import { statSync } from 'node:fs';
+import { PidLock, agentLockName, uplinkLockName } from '../src/agent/lock.js';
 import { AGENT_NODE_FLAGS } from '../src/agent/memory.js';
+import { defaultPinDir } from '../src/datapath/host.js';
 import { Topology } from '../src/testbed/topology.js';
 import { uniquePrefix } from '../src/testbed/netns.js';
 import { udpStream } from '../src/testbed/traffic.js';
@@ -26,6 +29,13 @@ const URL = `http://${LISTEN}`;
 const running = new Set<ChildProcess>();
 t.teardown(() => {
   for (const c of running) c.kill('SIGKILL');
+  // the agent's locks, if a failed run left them (its pins went with its mount namespace)
+  PidLock.removeIfFree(agentLockName(defaultPinDir('eth0', host.ns.name)));
+  try {
+    PidLock.removeIfFree(uplinkLockName(statSync(`/run/netns/${host.ns.name}`, { bigint: true }).ino, 'eth0'));
+  } catch {
+    /* the namespace went first */
+  }
 });
 
 /** `ip netns exec <host> routeshift agent --uplink eth0 --insecure --listen …`: the process is the agent (ip execs it). */

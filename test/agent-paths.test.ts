@@ -12,6 +12,7 @@
  * take the TC slow path anyway.
  */
 import t from 'tap';
+import { rmSync } from 'node:fs';
 import { detachXdp, ifindexOf, inNetns } from '../src/bpf/index.js';
 import { AgentProcess } from '../src/testbed/agent-process.js';
 import { uniquePrefix } from '../src/testbed/netns.js';
@@ -24,7 +25,10 @@ const host = topo.host('A');
 const x = topo.app('x');
 const pinDir = `/sys/fs/bpf/${topo.prefix}-A`;
 const agent = await AgentProcess.start({ netns: host.ns.name, pinDir });
-t.teardown(() => agent.stop());
+t.teardown(async () => {
+  await agent.stop();
+  rmSync(pinDir, { recursive: true, force: true });
+});
 
 interface AppView {
   path: { via: string; slowVia?: string };

@@ -4,9 +4,10 @@
  */
 import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
+import { isIPv4 } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import { destination, pino, type Logger } from 'pino';
-import { enterNetns, inNetns, type XdpMode } from '../bpf/index.js';
+import { enterNetns, inNetns, netnsInode, type XdpMode } from '../bpf/index.js';
 import { canonicalAddress, parseAddress } from '../model/address.js';
 import { HostDatapath, defaultPinDir } from '../datapath/host.js';
 import type { Config } from '../datapath/structs.js';
@@ -14,7 +15,7 @@ import type { StatusView } from '../model/entry.js';
 import { EntryStore } from './store.js';
 import { SystemLinks } from './links.js';
 import { PathKeeper, uplinkFacts, withUplinkFacts } from './paths.js';
-import { PidLock, agentLockName } from './lock.js';
+import { PidLock, agentLockName, uplinkLockName } from './lock.js';
 import { AGENT_NODE_FLAGS, RELEASE_AFTER_OPS, releaseMemory, youngGenerationCapped } from './memory.js';
 import { createMetrics } from './metrics.js';
 import { buildServer } from './server.js';
@@ -65,8 +66,10 @@ export function parseListen(listen: string): { host: string; port: number } {
   return { host: m[1]!, port };
 }
 
+/** localhost, ::1 or 127.0.0.0/8 — a literal address, not a name that merely starts with 127. */
 function isLoopback(host: string): boolean {
-  return host === 'localhost' || host === '::1' || /^127\./.test(host);
+  if (host === 'localhost' || host === '::1') return true;
+  return isIPv4(host) && host.startsWith('127.');
 }
 
 /** The uplink's global IPv4 and IPv6 addresses, the default tunnel endpoints. */
@@ -119,8 +122,12 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   }
   const pinDir = opts.pinDir ?? defaultPinDir(opts.uplink, opts.netns);
   const lock = PidLock.acquire(agentLockName(pinDir), `uplink ${opts.uplink} (pin dir ${pinDir})`);
+  let uplinkLock: PidLock | undefined;
   let dp: HostDatapath | undefined;
   try {
+    // One agent per uplink too, whatever its pin dir: two would take the hook from each other.
+    const inode = opts.netns ? inNetns(opts.netns, netnsInode) : netnsInode();
+    uplinkLock = PidLock.acquire(uplinkLockName(inode, opts.uplink), `uplink ${opts.uplink} (network namespace ${inode})`);
     const token = opts.insecure ? undefined : loadOrCreateToken(opts.tokenFile);
     const inHost = <T>(fn: () => T): T => (opts.netns ? inNetns(opts.netns, fn) : fn());
     dp = inHost(() => HostDatapath.open({
@@ -150,7 +157,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       );
     }
     inHost(() => allowOwnSource(opts.uplink, log));
-    const links = new SystemLinks(dp.xdpMode);
+    const links = new SystemLinks(dp.xdpMode, opts.uplink);
     const store = new EntryStore(dp, log.child({ component: 'entries' }), links);
     const paths = new PathKeeper(dp, store, links, log.child({ component: 'paths' }), opts.pathCheckMs);
     const metrics = createMetrics(dp, store);
@@ -210,6 +217,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
         await server.close();
         if (detach) datapath.detach();
         datapath.close();
+        uplinkLock?.release();
         lock.release();
       },
     };
@@ -223,6 +231,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
         else HostDatapath.cleanup(opts.uplink, pinDir);
       }
     }
+    uplinkLock?.release();
     lock.release();
     throw err;
   }

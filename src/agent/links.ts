@@ -28,6 +28,7 @@ import {
   type XdpMode,
 } from '../bpf/index.js';
 import type { Path } from '../datapath/structs.js';
+import { quote } from '../model/address.js';
 import { FieldError } from '../model/errors.js';
 
 /** A device as a delivery target. */
@@ -68,6 +69,7 @@ const RESOLVE_POLL_MS = 10;
 const USABLE = new Set(['REACHABLE', 'STALE', 'DELAY', 'PROBE', 'PERMANENT', 'NOARP']);
 
 const IFF_UP = 0x1;
+const IFF_LOOPBACK = 0x8;
 
 /** The hint every "no MAC" error ends with: how a user gives it by hand. */
 const GIVE_MAC = 'give the application\'s MAC with --mac (--dest-mac for migrate; "mac" in the API)';
@@ -108,16 +110,22 @@ function nextHop(address: string, ifindex: number): string {
 }
 
 export class SystemLinks implements LinkResolver {
-  constructor(private readonly xdpMode: XdpMode = 'native') {}
+  /** `uplink`: the device the data plane runs on, never an app's. */
+  constructor(
+    private readonly xdpMode: XdpMode = 'native',
+    private readonly uplink?: string,
+  ) {}
 
   device(dev: string, field: string): DeviceTarget {
     let ifindex: number;
     try {
       ifindex = ifindexOf(dev);
     } catch {
-      throw new FieldError(field, `interface ${JSON.stringify(dev)} does not exist on this host`);
+      throw new FieldError(field, `interface ${quote(dev)} does not exist on this host`);
     }
+    if (dev === this.uplink) throw new FieldError(field, `${dev} is this agent's uplink: give the application's own interface (its veth, or the bridge it is on)`);
     const info = linkInfo(ifindex);
+    if (info.flags & IFF_LOOPBACK) throw new FieldError(field, `${dev} is a loopback device: give the application's own interface`);
     if (!info.mac) throw new FieldError(field, `interface ${dev} has no MAC address (not an Ethernet device)`);
     let features: number | undefined;
     try {

@@ -16,6 +16,11 @@ export function agentLockName(pinDir: string): string {
   return `agent-${pinDir}`;
 }
 
+/** The lock an agent takes for its uplink, whatever its pin directory: one per (network namespace, device). */
+export function uplinkLockName(netnsInode: bigint, uplink: string): string {
+  return `uplink-${netnsInode}-${uplink}`;
+}
+
 function lockPath(resource: string, dir: string): string {
   return join(dir, `${resource.replace(/[^A-Za-z0-9_.-]/g, '_')}.lock`);
 }

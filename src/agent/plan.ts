@@ -6,7 +6,7 @@
 import type { HostDatapath } from '../datapath/host.js';
 import type { EntryKind, MetaValue } from '../datapath/meta.js';
 import type { AppKey, DeliverValue, RedirectValue, Target } from '../datapath/structs.js';
-import { ConflictError, NotFoundError } from '../model/errors.js';
+import { ConflictError, FieldError, NotFoundError } from '../model/errors.js';
 import { keyString, type Action, type AppSpec, type BatchOp, type EntrySpec } from '../model/entry.js';
 import { isPortKey, nameId, wholeKey, type Catalog, type Entry } from './catalog.js';
 import type { DeviceTarget, LinkResolver, NeighbourWant } from './links.js';
@@ -340,6 +340,12 @@ export class Plan {
     const meta: MetaValue = { kind, key: spec.key, name, dev: spec.dev, mac, macSource };
     const target = (): Target => ({ ifindex: link.ifindex, dmac: mac!, smac: link.mac, path: link.path, slowPath: link.slowPath });
 
+    if (action?.type === 'forward') {
+      const cfg = this.dp.getConfig();
+      if (action.tunnel === cfg.tunnelAddr4 || action.tunnel === cfg.tunnelAddr6) {
+        throw new FieldError(f('action.tunnel'), `${action.tunnel} is this host's own tunnel address: forward to another host's`);
+      }
+    }
     let value: RedirectValue | DeliverValue;
     if (kind === 'delivery') {
       value = { appId, ...target() };

@@ -205,11 +205,19 @@ export class HostDatapath implements Disposable {
     // The maps to reuse: pinned ones by path (libbpf), or those the attached program holds, by fd.
     let adoption: Adoption = pinned ? 'pins' : 'fresh';
     let held = new Map<string, BpfMap<Buffer, Buffer>>();
-    const me: Owner = { netns: netnsInode(), ifindex, uplink: opts.uplink };
+    const me: Owner = { netns: netnsInode(), ifindex, uplink: opts.uplink, pinDir };
     if (pinned) assertOwner(pinDir, me);
     if (pinned && ours) assertSameDataPlane(opts.uplink, pinDir, ours);
     if (!pinned && ours) {
       held = mapsById(ours.mapIds);
+      const owner = ownerOf(held.get(OWNER_MAP));
+      if (owner && owner.pinDir !== pinDir && existsSync(join(owner.pinDir, 'rs_redirect'))) {
+        for (const m of held.values()) m.close();
+        throw new Error(
+          `uplink ${opts.uplink} is run by the data plane pinned in ${owner.pinDir}, not ${pinDir}: ` +
+            `start the agent with --pin-dir ${owner.pinDir} (stop the agent running there first), or \`routeshift agent --cleanup --pin-dir ${owner.pinDir}\``,
+        );
+      }
       const missing = [...Object.keys(MAPS), META_MAP, NAMES_MAP].filter((n) => !held.has(n));
       if (missing.length) {
         for (const m of held.values()) m.close();
@@ -371,12 +379,15 @@ export class HostDatapath implements Disposable {
     }
     if (ifindex) {
       const a = attachedRouteshift(ifindex);
-      if (a && !('foreign' in a)) {
+      // Only the data plane of this pin directory: another agent's program stays.
+      if (a && !('foreign' in a) && usesPins(a, pinDir)) {
         detachXdp(ifindex, a.mode);
         removed.push(`XDP program ${a.progId} on ${uplink}`);
-      }
-      if (detachTc({ ifindex, direction: 'ingress', ...TC_HOOK, hookCreated: false })) {
-        removed.push(`TC ingress program on ${uplink}`);
+        if (detachTc({ ifindex, direction: 'ingress', ...TC_HOOK, hookCreated: false })) {
+          removed.push(`TC ingress program on ${uplink}`);
+        }
+      } else if (a && !('foreign' in a)) {
+        removed.push(`(left routeshift program ${a.progId} on ${uplink}: it is not the data plane pinned in ${pinDir})`);
       }
     }
     if (existsSync(pinDir)) {
@@ -401,6 +412,33 @@ function assertSameDataPlane(uplink: string, pinDir: string, attached: Attached)
       'another agent (another --pin-dir) owns this uplink; stop that agent, or remove its data plane with ' +
       '`routeshift agent --cleanup --uplink ' + uplink + ' --pin-dir <its pin dir>` first',
   );
+}
+
+/** The owner record among a program's maps. */
+function ownerOf(raw: BpfMap<Buffer, Buffer> | undefined): Owner | undefined {
+  if (!raw) return undefined;
+  try {
+    using m = BpfMap.fromId(raw.info.id, u32, ownerCodec);
+    return m.lookup(0);
+  } catch {
+    return undefined; // an owner record of another layout
+  }
+}
+
+/** Whether the attached program is the data plane of this pin dir: it uses its pinned maps, or (pins gone) says it was made with it. */
+function usesPins(attached: Attached, pinDir: string): boolean {
+  const pinned = join(pinDir, 'rs_redirect');
+  if (existsSync(pinned)) {
+    using m = BpfMap.openPinnedRaw(pinned);
+    return attached.mapIds.includes(m.info.id);
+  }
+  const held = mapsById(attached.mapIds);
+  try {
+    const owner = ownerOf(held.get(OWNER_MAP));
+    return owner === undefined || owner.pinDir === pinDir;
+  } finally {
+    for (const m of held.values()) m.close();
+  }
 }
 
 /**

@@ -105,18 +105,28 @@ export interface Owner {
   netns: bigint;
   ifindex: number;
   uplink: string;
+  /** The pin directory the agent that made the data plane used. */
+  pinDir: string;
 }
 
-// netns u64, ifindex u32, pad u32, uplink[16]
+const PIN_DIR_BYTES = 256;
+
+// netns u64, ifindex u32, pad u32, uplink[16], pin_dir[256]
 export const ownerCodec: Codec<Owner> = {
-  size: 8 + 4 + 4 + DEV_BYTES,
+  size: 8 + 4 + 4 + DEV_BYTES + PIN_DIR_BYTES,
   encode(value, into, offset) {
     into.fill(0, offset, offset + this.size);
     into.writeBigUInt64LE(value.netns, offset);
     into.writeUInt32LE(value.ifindex, offset + 8);
     writeString(into, offset + 16, DEV_BYTES, value.uplink, 'uplink name');
+    writeString(into, offset + 16 + DEV_BYTES, PIN_DIR_BYTES, value.pinDir, 'pin directory');
   },
   decode(from, offset) {
-    return { netns: from.readBigUInt64LE(offset), ifindex: from.readUInt32LE(offset + 8), uplink: readString(from, offset + 16, DEV_BYTES) };
+    return {
+      netns: from.readBigUInt64LE(offset),
+      ifindex: from.readUInt32LE(offset + 8),
+      uplink: readString(from, offset + 16, DEV_BYTES),
+      pinDir: readString(from, offset + 16 + DEV_BYTES, PIN_DIR_BYTES),
+    };
   },
 };

@@ -6,6 +6,12 @@
 
 export type Family = 4 | 6;
 
+/** A value as an error message shows it: JSON, cut to 64 characters (a request may send megabytes). */
+export function quote(value: unknown): string {
+  const s = JSON.stringify(value) ?? String(value);
+  return s.length <= 64 ? s : `${s.slice(0, 60)}…" (${s.length} characters)`;
+}
+
 export interface ParsedAddress {
   family: Family;
   /** 16 bytes, network order; IPv4 as ::ffff:a.b.c.d. */
@@ -53,14 +59,14 @@ function parseIPv4Parts(text: string): number[] | null {
 /** Parse dotted-quad IPv4 into 4 bytes. */
 export function parseIPv4(text: string): Buffer {
   const parts = parseIPv4Parts(text);
-  if (!parts) throw new TypeError(`invalid IPv4 address ${JSON.stringify(text)}: expected a.b.c.d`);
+  if (!parts) throw new TypeError(`invalid IPv4 address ${quote(text)}: expected a.b.c.d`);
   return Buffer.from(parts);
 }
 
 /** Parse an IPv6 address (RFC 4291 text forms, embedded IPv4 allowed) into 16 bytes. */
 export function parseIPv6(text: string): Buffer {
   const bad = (why: string): TypeError =>
-    new TypeError(`invalid IPv6 address ${JSON.stringify(text)}: ${why}`);
+    new TypeError(`invalid IPv6 address ${quote(text)}: ${why}`);
   if (text.includes('%')) throw bad('zone indexes are not supported');
   const halves = text.split('::');
   if (halves.length > 2) throw bad("'::' may appear once");
@@ -72,11 +78,11 @@ export function parseIPv6(text: string): Buffer {
     items.forEach((item, i) => {
       if (i === items.length - 1 && item.includes('.')) {
         const v4 = parseIPv4Parts(item);
-        if (!v4) throw bad(`bad embedded IPv4 ${JSON.stringify(item)}`);
+        if (!v4) throw bad(`bad embedded IPv4 ${quote(item)}`);
         out.push((v4[0]! << 8) | v4[1]!, (v4[2]! << 8) | v4[3]!);
         return;
       }
-      if (!/^[0-9a-fA-F]{1,4}$/.test(item)) throw bad(`bad group ${JSON.stringify(item)}`);
+      if (!/^[0-9a-fA-F]{1,4}$/.test(item)) throw bad(`bad group ${quote(item)}`);
       out.push(parseInt(item, 16));
     });
     return out;
@@ -105,7 +111,7 @@ export function parseIPv6(text: string): Buffer {
  */
 export function parseAddress(text: string): ParsedAddress {
   if (typeof text !== 'string' || text.length === 0) {
-    throw new TypeError(`invalid IP address ${JSON.stringify(text)}: expected IPv4 or IPv6 text`);
+    throw new TypeError(`invalid IP address ${quote(text)}: expected IPv4 or IPv6 text`);
   }
   if (!text.includes(':')) {
     return { family: 4, bytes: Buffer.concat([V4_MAPPED_PREFIX, parseIPv4(text)]) };
@@ -183,11 +189,41 @@ export function canonicalAddress(text: string): string {
   return formatAddress(parseAddress(text).bytes);
 }
 
+/**
+ * Why an address cannot be an application's or a tunnel endpoint, or
+ * undefined when it can: packets to these are never unicast to one host
+ * (unspecified, loopback, multicast, broadcast, "this network").
+ */
+export function addressProblem(text: string): string | undefined {
+  const { family, bytes } = parseAddress(text);
+  if (family === 4) {
+    const [a, b, c, d] = [bytes[12]!, bytes[13]!, bytes[14]!, bytes[15]!];
+    if (a === 0) return 'is in 0.0.0.0/8 ("this network"), never a destination';
+    if (a === 127) return 'is a loopback address';
+    if (a >= 224 && a <= 239) return 'is a multicast address';
+    if (a === 255 && b === 255 && c === 255 && d === 255) return 'is the broadcast address';
+    if (a >= 240) return 'is in 240.0.0.0/4 (reserved)';
+    return undefined;
+  }
+  if (bytes.every((x) => x === 0)) return 'is the unspecified address ::';
+  if (bytes.subarray(0, 15).every((x) => x === 0) && bytes[15] === 1) return 'is the loopback address ::1';
+  if (bytes[0] === 0xff) return 'is a multicast address';
+  return undefined;
+}
+
+/** Why a MAC cannot be a unicast destination or source, or undefined when it can. */
+export function macProblem(bytes: Uint8Array): string | undefined {
+  if (bytes.every((x) => x === 0)) return 'is all zeros';
+  if (bytes.every((x) => x === 0xff)) return 'is the broadcast address';
+  if ((bytes[0]! & 1) !== 0) return 'is a multicast address (the first octet is odd)';
+  return undefined;
+}
+
 /** Parse a MAC address 'aa:bb:cc:dd:ee:ff' (or with '-') into 6 bytes. */
 export function parseMac(text: string): Buffer {
   const m = typeof text === 'string' ? /^([0-9a-fA-F]{2})([:-])([0-9a-fA-F]{2})(?:\2([0-9a-fA-F]{2})){4}$/.exec(text) : null;
   if (!m) {
-    throw new TypeError(`invalid MAC address ${JSON.stringify(text)}: expected aa:bb:cc:dd:ee:ff`);
+    throw new TypeError(`invalid MAC address ${quote(text)}: expected aa:bb:cc:dd:ee:ff`);
   }
   return Buffer.from(text.split(/[:-]/).map((h) => parseInt(h, 16)));
 }

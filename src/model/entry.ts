@@ -11,7 +11,7 @@
  * the C structs of bpf/routeshift.h. Nothing here knows about HTTP, BPF or
  * a process: it sits below all of them.
  */
-import { canonicalAddress, formatMac, parseMac } from './address.js';
+import { addressProblem, canonicalAddress, formatMac, macProblem, parseMac, quote } from './address.js';
 import { FieldError } from './errors.js';
 
 // ------------------------------------------------------------- protocol --
@@ -40,7 +40,7 @@ export function protoNumber(proto: Proto): number {
   }
   const n = PROTO_NUMBERS[proto];
   if (n === undefined) {
-    throw new TypeError(`unknown protocol ${JSON.stringify(proto)}: expected one of ${Object.keys(PROTO_NUMBERS).join(', ')} or a number`);
+    throw new TypeError(`unknown protocol ${quote(proto)}: expected one of ${Object.keys(PROTO_NUMBERS).join(', ')} or a number`);
   }
   return n;
 }
@@ -225,11 +225,15 @@ export function parseName(value: unknown, field = 'name'): string {
 
 export function parseAddressField(value: unknown, field: string): string {
   if (typeof value !== 'string') throw new FieldError(field, 'expected an IPv4 or IPv6 address string');
+  let address: string;
   try {
-    return canonicalAddress(value);
+    address = canonicalAddress(value);
   } catch (err) {
     throw new FieldError(field, (err as Error).message);
   }
+  const problem = addressProblem(address);
+  if (problem) throw new FieldError(field, `${address} ${problem}: expected a unicast address of one host`);
+  return address;
 }
 
 function parseProto(value: unknown, field: string): Proto {
@@ -261,11 +265,15 @@ function parseDev(value: unknown, field: string): string {
 function parseMacField(value: unknown, field: string): string | undefined {
   if (value === undefined) return undefined;
   if (typeof value !== 'string') throw new FieldError(field, 'expected a MAC address like 02:00:00:00:00:01');
+  let mac: Buffer;
   try {
-    return formatMac(parseMac(value));
+    mac = parseMac(value);
   } catch (err) {
     throw new FieldError(field, (err as Error).message);
   }
+  const problem = macProblem(mac);
+  if (problem) throw new FieldError(field, `${formatMac(mac)} ${problem}: expected an application's unicast MAC`);
+  return formatMac(mac);
 }
 
 export function parseAction(value: unknown, field = 'action'): Action {

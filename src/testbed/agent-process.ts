@@ -8,7 +8,8 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { PidLock, agentLockName } from '../agent/lock.js';
+import { statSync } from 'node:fs';
+import { PidLock, agentLockName, uplinkLockName } from '../agent/lock.js';
 import { AGENT_NODE_FLAGS } from '../agent/memory.js';
 import { repoRoot } from '../bpf/native.js';
 
@@ -92,8 +93,13 @@ export class AgentProcess {
     running.add(child);
     child.once('exit', () => {
       running.delete(child);
-      // A killed agent leaves its (free) lock file: tests use a fresh pin dir each, so remove it.
+      // A killed agent leaves its (free) lock files: tests use a fresh pin dir and namespace each, so remove them.
       PidLock.removeIfFree(agentLockName(opts.pinDir));
+      try {
+        PidLock.removeIfFree(uplinkLockName(statSync(`/run/netns/${opts.netns}`, { bigint: true }).ino, opts.uplink ?? 'eth0'));
+      } catch {
+        /* the namespace is gone already */
+      }
     });
     const timeout = opts.readyTimeoutMs ?? 30_000;
     const ready = await new Promise<{ url: string; adopted: boolean }>((resolve, reject) => {
