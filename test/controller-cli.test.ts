@@ -12,8 +12,11 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { AgentHttpError, AgentUnreachableError, type AgentApi } from '../src/controller/agent-client.js';
-import { acquireLock } from '../src/controller/journal.js';
+import { ExitCode, exitCodeOfError, exitCodeOfOutcome } from '../src/cli/exit.js';
+import { UsageError } from '../src/cli/common.js';
+import { AgentFailedError, AgentHttpError, AgentRefusedError, AgentUnreachableError, InvalidNameError, type AgentApi } from '../src/controller/agent-client.js';
+import { LockHeldError, acquireLock } from '../src/controller/journal.js';
+import { ResumeUndecidedError } from '../src/controller/resume.js';
 import { agents } from './controller-doubles.js';
 
 const CLI = join(process.cwd(), 'dist/src/cli/main.js');
@@ -56,7 +59,7 @@ function serve(agent: AgentApi): Promise<{ server: Server; url: string }> {
         }
         send(405, { error: 'method' });
       } catch (err) {
-        if (err instanceof AgentHttpError) return send(err.status, { error: err.agentMessage });
+        if (err instanceof AgentHttpError) return send(err.status, { error: err.agentMessage, ...(err.field ? { field: err.field } : {}) });
         if (err instanceof AgentUnreachableError) return req.socket.destroy();
         send(500, { error: (err as Error).message });
       }
@@ -186,4 +189,39 @@ t.test('drain --dry-run prints the plan and changes nothing; drain moves everyth
   const down = await cli(['status', 'http://127.0.0.1:9']);
   t.equal(down.code, 1);
   t.match(down.stdout, /unreachable/);
+});
+
+t.test('the one exit-code table: outcomes and error classes', async (t) => {
+  t.same(
+    (['done', 'rolled-back', 'partial', 'failed'] as const).map(exitCodeOfOutcome),
+    [ExitCode.Ok, ExitCode.Failed, ExitCode.Failed, ExitCode.NeedsAttention],
+    'done 0, rolled back (all or some apps) 1, needs attention 3',
+  );
+  const cases: [unknown, number][] = [
+    [new UsageError('bad flag'), 2],
+    [new InvalidNameError('bad name', 'expected …'), 2],
+    [new AgentRefusedError('http://a', 'PUT /v1/apps/x', 400, 'dev: expected an interface name', 'dev'), 2],
+    [new AgentRefusedError('http://a', 'PUT /v1/apps/x', 409, 'conflict', 'address'), 1],
+    [new AgentFailedError('http://a', 'POST /v1/batch', 500, 'ENOSPC', undefined), 1],
+    [new AgentUnreachableError('http://a', 'GET /status', 'down'), 1],
+    [new LockHeldError('x', { pid: 1, startTime: '1', host: 'h', journal: 'J', since: 's' }), 1],
+    [new ResumeUndecidedError('cannot tell'), 3],
+    [new Error('anything else'), 1],
+    ['not even an Error', 1],
+  ];
+  for (const [err, code] of cases) t.equal(exitCodeOfError(err), code, `${(err as Error).name ?? typeof err} → ${code}`);
+});
+
+t.test('app: a name or entry the model refuses is bad usage (2); removing an unknown app fails (1)', async (t) => {
+  const h = await hosts(t);
+  const badName = await cli(['app', 'add', 'bad name', '--agent', h.A, '--addr', '10.0.0.99', '--dev', 'v0']);
+  t.equal(badName.code, 2, badName.stderr);
+  t.match(badName.stderr, /^routeshift: invalid name "bad name": expected .*\nrun `routeshift --help` for usage\n$/);
+  const badDev = await cli(['app', 'add', 'z', '--agent', h.A, '--addr', '10.0.0.99', '--dev', 'a-device-name-too-long']);
+  t.equal(badDev.code, 2, badDev.stderr);
+  t.match(badDev.stderr, /HTTP 400: dev: expected an interface name .*\(field dev\)/);
+  t.notOk(h.a.apps.has('z'));
+  const rm = await cli(['app', 'rm', 'nope', '--agent', h.A]);
+  t.equal(rm.code, 1, rm.stderr);
+  t.match(rm.stderr, /no app named nope/);
 });

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AnnounceHook, Announcement } from '../src/controller/announce.js';
 import { DEFAULT_TIMING, type Timing } from '../src/controller/journal.js';
-import { MemoryAgent } from '../src/controller/memory-agent.js';
+import { MemoryAgent } from './lib/memory-agent.js';
 import type { WorkloadApp, WorkloadDriver, WorkloadHost } from '../src/workload/driver.js';
 
 export interface HasTeardown {

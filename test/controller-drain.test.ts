@@ -6,9 +6,10 @@
  */
 import t from 'tap';
 import { AgentRefusedError, type App } from '../src/controller/agent-client.js';
-import { drain, mapLimit, planDrain } from '../src/controller/drain.js';
+import { drain, planDrain } from '../src/controller/drain.js';
 import { readJournal } from '../src/controller/journal.js';
-import { MemoryAgent, failOn } from '../src/controller/memory-agent.js';
+import { mapLimit } from '../src/controller/limit.js';
+import { MemoryAgent, failOn } from './lib/memory-agent.js';
 import { decideResume } from '../src/controller/resume.js';
 import { FAST, FakeAnnounce, stateDir } from './controller-doubles.js';
 

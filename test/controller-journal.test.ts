@@ -9,7 +9,7 @@ import { appendFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs
 import { hostname } from 'node:os';
 import { Journal, LockHeldError, acquireLock, findJournal, lockPath, newJournalId, readJournal } from '../src/controller/journal.js';
 import { Migration } from '../src/controller/machine.js';
-import { identify } from '../src/workload/process.js';
+import { identify } from '../src/os/process.js';
 import { FAST, FakeAnnounce, FakeDriver, agents, stateDir } from './controller-doubles.js';
 
 t.test('every step is journaled (on disk) before it is applied', async (t) => {

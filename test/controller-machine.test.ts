@@ -1,15 +1,15 @@
 /**
  * The migration state machine walking its table against in-memory agents
- * (the real agent does not exist yet; the same tests can run against real
- * agents through AgentConnector): the happy path and its order of map
+ * (test/lib/memory-agent.ts: they fail where a test tells them to): the
+ * table and the commit point it implies, the happy path and its order of map
  * changes, rollback from a failure in every step before STOP, roll-forward
  * (retry, then needs-attention) after SWITCH, and the journal it leaves.
  */
 import t from 'tap';
 import type { AnnounceHook } from '../src/controller/announce.js';
-import { Journal, STEPS, acquireLock, newJournalId, readJournal, type Step } from '../src/controller/journal.js';
-import { Migration, TABLE, type MigrationEvent } from '../src/controller/machine.js';
-import { failOn } from '../src/controller/memory-agent.js';
+import { Journal, acquireLock, newJournalId, readJournal } from '../src/controller/journal.js';
+import { COMMITTING_STEP, COMMIT_POINT, Migration, STEPS, TABLE, describeTable, type MigrationEvent, type Step } from '../src/controller/machine.js';
+import { failOn } from './lib/memory-agent.js';
 import { ControllerMetrics } from '../src/controller/metrics.js';
 import { migrate } from '../src/controller/migrate.js';
 import { FAST, FakeAnnounce, FakeDriver, agents, stateDir, type Env, type HasTeardown } from './controller-doubles.js';
@@ -45,11 +45,18 @@ async function migrateWith(
   return { ...m.result(), journalPath: j.path };
 }
 
-t.test('the table names every step once, in protocol order, each with a next state', async (t) => {
+t.test('the table names every step once, in protocol order; the commit point follows from it', async (t) => {
+  t.same(STEPS, ['PREPARE', 'START', 'DELIVER', 'READY', 'SWITCH', 'STOP', 'ANNOUNCE'], 'the order of the table is the order of the steps');
   t.same(Object.keys(TABLE), [...STEPS]);
-  t.same(STEPS.map((s) => TABLE[s].next), ['START', 'DELIVER', 'READY', 'SWITCH', 'STOP', 'ANNOUNCE', 'DONE']);
   for (const s of ['PREPARE', 'START', 'DELIVER', 'READY', 'SWITCH'] as Step[]) t.equal(TABLE[s].onFailure, 'roll-back', `${s} rolls back`);
   for (const s of ['STOP', 'ANNOUNCE'] as Step[]) t.equal(TABLE[s].onFailure, 'roll-forward', `${s} rolls forward`);
+  t.equal(COMMIT_POINT, 'STOP', 'the commit point is the first step that rolls forward');
+  t.equal(COMMITTING_STEP, 'SWITCH', 'the step that commits is the last that rolls back');
+  t.same(
+    [...describeTable().matchAll(/^(\w+) .*\n\s+next (\w+);/gm)].map((m) => [m[1], m[2]]),
+    [['PREPARE', 'START'], ['START', 'DELIVER'], ['DELIVER', 'READY'], ['READY', 'SWITCH'], ['SWITCH', 'STOP'], ['STOP', 'ANNOUNCE'], ['ANNOUNCE', 'DONE']],
+    '--help shows each step with the next one',
+  );
 });
 
 t.test('a migration moves x to b and leaves y untouched, with the map changes in a lossless order', async (t) => {
@@ -177,6 +184,18 @@ t.test('PREPARE refuses an app that is not LOCAL, and one that does not exist', 
   t.same(r1.a.apps.get('x')?.action, { type: 'forward', tunnel: '192.0.2.9' }, 'left as it was');
   const r2 = await run(t, ({ a }) => a.apps.delete('x'));
   t.match(r2.result.error, /has no app x/);
+});
+
+t.test('each phase is timed over its own work', async (t) => {
+  const { result } = await run(t, ({ driver }) => {
+    const start = driver.start.bind(driver);
+    driver.start = async (a, h) => {
+      await new Promise((r) => setTimeout(r, 40));
+      return start(a, h);
+    };
+  });
+  t.ok((result.phases.START ?? 0) >= 39, `START took ${result.phases.START} ms (the driver took 40)`);
+  t.ok((result.phases.DELIVER ?? Infinity) < 39, `DELIVER took ${result.phases.DELIVER} ms`);
 });
 
 t.test('metrics count outcomes and time phases', async (t) => {

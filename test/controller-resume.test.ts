@@ -11,9 +11,10 @@
 import t from 'tap';
 import { rmSync } from 'node:fs';
 import type { AgentApi } from '../src/controller/agent-client.js';
-import { Journal, STEPS, acquireLock, lockPath, newJournalId, readJournal, type Step, type Stored } from '../src/controller/journal.js';
-import { Migration } from '../src/controller/machine.js';
-import { MemoryAgent, failOn } from '../src/controller/memory-agent.js';
+import { exitCodeOfError } from '../src/cli/exit.js';
+import { Journal, acquireLock, lockPath, newJournalId, readJournal, type Stored } from '../src/controller/journal.js';
+import { Migration, STEPS, type Step } from '../src/controller/machine.js';
+import { MemoryAgent, failOn } from './lib/memory-agent.js';
 import { decideResume, resume, type ResumeDecision } from '../src/controller/resume.js';
 import { FAST, FakeAnnounce, FakeDriver, agents, stateDir, type Env, type HasTeardown } from './controller-doubles.js';
 
@@ -193,11 +194,12 @@ t.test('resume with SWITCH in doubt and the source unreachable changes nothing a
   rmSync(lockPath(dir, 'x'), { force: true });
   env.a.down = true;
   const before = readJournal(path).length;
-  await t.rejects(resume({ stateDir: dir, app: 'x', connect: (u) => (u === env.a.url ? env.a : env.b), createDriver: () => env.driver }), {
-    name: 'ResumeUndecidedError',
-    exitCode: 3,
-    message: /cannot tell whether SWITCH of x was applied.*nothing changed/,
-  });
+  const err = await resume({ stateDir: dir, app: 'x', connect: (u) => (u === env.a.url ? env.a : env.b), createDriver: () => env.driver }).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  t.match(err, { name: 'ResumeUndecidedError', message: /cannot tell whether SWITCH of x was applied.*nothing changed/ });
+  t.equal(exitCodeOfError(err), 3, 'the CLI exits 3: needs attention');
   t.equal(readJournal(path).length, before, 'journal unchanged');
 });
 

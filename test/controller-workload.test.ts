@@ -14,7 +14,7 @@ import { NetnsRouteHook, createAnnounceHook, type Announcement } from '../src/co
 import { ExecDriver } from '../src/workload/exec.js';
 import { NetnsProcessDriver, findTagged } from '../src/workload/netns-process.js';
 import { NoneDriver } from '../src/workload/none.js';
-import { isAlive } from '../src/workload/process.js';
+import { isAlive } from '../src/os/process.js';
 import { probeUdp } from '../src/workload/probe.js';
 import type { WorkloadApp, WorkloadHost } from '../src/workload/driver.js';
 import { Netns, run, uniquePrefix } from '../src/testbed/netns.js';

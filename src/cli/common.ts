@@ -1,25 +1,9 @@
-/** What every CLI command shares: exit codes, usage errors, token files. */
+/** What every CLI command shares: usage errors, token files. Exit codes: exit.ts. */
 import { readFileSync } from 'node:fs';
-
-/** Exit codes of the CLI contract (README.md, "CLI"). */
-export const ExitCode = {
-  Ok: 0,
-  /** Failed, and everything was rolled back. */
-  Failed: 1,
-  Usage: 2,
-  /** Failed, and the state needs an operator's attention. */
-  NeedsAttention: 3,
-} as const;
 
 /** Bad input from the user: reported in one line, exit code 2. */
 export class UsageError extends Error {
-  readonly exitCode = ExitCode.Usage;
-}
-
-/** A one-line message for any error, without a stack trace. */
-export function formatError(err: unknown): string {
-  if (err instanceof Error) return err.message;
-  return String(err);
+  override readonly name = 'UsageError';
 }
 
 /** Read a bearer token from --token-file or ROUTESHIFT_TOKEN_FILE. */

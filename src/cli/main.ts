@@ -5,8 +5,10 @@
  */
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
+import { message } from '../controller/machine.js';
 import { commands } from './commands/index.js';
-import { ExitCode, UsageError, formatError } from './common.js';
+import { UsageError } from './common.js';
+import { ExitCode, exitCodeOfError } from './exit.js';
 
 async function main(): Promise<void> {
   let parser = yargs(hideBin(process.argv))
@@ -29,7 +31,8 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
-  process.stderr.write(`routeshift: ${formatError(err)}\n`);
-  if (err instanceof UsageError) process.stderr.write('run `routeshift --help` for usage\n');
-  process.exitCode = err instanceof UsageError ? ExitCode.Usage : (err as { exitCode?: number }).exitCode ?? ExitCode.Failed;
+  const code = exitCodeOfError(err);
+  process.stderr.write(`routeshift: ${message(err)}\n`);
+  if (code === ExitCode.Usage) process.stderr.write('run `routeshift --help` for usage\n');
+  process.exitCode = code;
 });

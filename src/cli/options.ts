@@ -1,18 +1,17 @@
 /**
- * What the `migrate` and `drain` commands share: their options (driver,
- * announce hook, timing, state directory, token), turning those options
- * into the journal-able specs, the agent connector, and the progress
- * printer. Kept here so the two commands cannot drift apart.
+ * What the commands that talk to agents share: their options (token,
+ * timeouts; for `migrate` and `drain` also driver, announce hook, timing and
+ * state directory), turning those options into the journal-able specs, and
+ * the agent connector. Kept here so the commands cannot drift apart.
  */
 import { accessSync, constants } from 'node:fs';
 import { isIP } from 'node:net';
 import type { Argv } from 'yargs';
-import { UsageError, readTokenFile } from '../cli/common.js';
-import { type AgentApi, type AgentConnector, HttpAgentClient, normaliseAgentUrl } from './agent-client.js';
-import { ANNOUNCE_KINDS, type AnnounceSpec } from './announce.js';
-import { DEFAULT_STATE_DIR, DEFAULT_TIMING, type Timing } from './journal.js';
-import type { MigrationEvent, MigrationObserver } from './machine.js';
+import { type AgentApi, type AgentConnector, HttpAgentClient, normaliseAgentUrl } from '../controller/agent-client.js';
+import { ANNOUNCE_KINDS, type AnnounceSpec } from '../controller/announce.js';
+import { DEFAULT_STATE_DIR, DEFAULT_TIMING, type Timing } from '../controller/journal.js';
 import { DRIVER_KINDS, type DriverSpec, type ProbeSpec } from '../workload/index.js';
+import { UsageError, readTokenFile } from './common.js';
 
 export interface SharedArgs {
   'token-file'?: string;
@@ -112,7 +111,7 @@ export function parseUrl(raw: string, flag: string): string {
   }
 }
 
-export function parseProbe(raw: string | undefined, netns: string | undefined): ProbeSpec | undefined {
+function parseProbe(raw: string | undefined, netns: string | undefined): ProbeSpec | undefined {
   if (raw === undefined) {
     if (netns !== undefined) throw new UsageError('--probe-netns needs --probe');
     return undefined;
@@ -210,106 +209,4 @@ export function httpConnector(a: Pick<SharedArgs, 'token-file' | 'agent-timeout-
     }
     return c;
   };
-}
-
-// ------------------------------------------------------------- progress output
-
-/**
- * Progress for humans. On a terminal, the running phase is one live line
- * that becomes its final line (with its time) when the phase ends; on a
- * pipe or file, one line per finished phase. With many apps (drain), a
- * phase's line counts apps instead of naming one.
- */
-export class ProgressPrinter {
-  private current: { step: string; started: number; done: number; entered: Set<string> } | undefined;
-  private readonly tty: boolean;
-
-  constructor(
-    private readonly out: NodeJS.WriteStream = process.stdout,
-    private readonly total = 1,
-  ) {
-    this.tty = Boolean(out.isTTY);
-  }
-
-  readonly observer: MigrationObserver = (e) => this.on(e);
-
-  private write(s: string): void {
-    this.out.write(s);
-  }
-
-  private live(text: string): void {
-    if (this.tty) this.write(`\r\x1b[K${text}`);
-  }
-
-  private finishLine(text: string): void {
-    this.write(this.tty ? `\r\x1b[K${text}\n` : `${text}\n`);
-  }
-
-  private label(): string {
-    const c = this.current;
-    if (!c) return '';
-    return this.total > 1 ? `${c.step.padEnd(8)} ${c.done}/${c.entered.size}` : c.step.padEnd(8);
-  }
-
-  private closePhase(): void {
-    const c = this.current;
-    if (!c) return;
-    this.finishLine(`  ✓ ${this.label()}  ${fmtMs(performance.now() - c.started)}`);
-    this.current = undefined;
-  }
-
-  private on(e: MigrationEvent): void {
-    switch (e.type) {
-      case 'enter':
-        if (this.current?.step !== e.state) {
-          this.closePhase();
-          this.current = { step: e.state, started: performance.now(), done: 0, entered: new Set() };
-        }
-        this.current.entered.add(e.app);
-        this.live(`  … ${this.label()}`);
-        break;
-      case 'done':
-        if (this.current?.step === e.state) {
-          this.current.done++;
-          if (this.total <= 1) {
-            this.current = undefined;
-            this.finishLine(`  ✓ ${e.state.padEnd(8)}  ${fmtMs(e.ms)}`);
-          } else this.live(`  … ${this.label()}`);
-        }
-        break;
-      case 'retry':
-        this.finishLine(`  ↻ ${e.state} of ${e.app} failed (attempt ${e.attempt}): ${e.error}; retrying`);
-        break;
-      case 'rollback':
-        if (this.current) this.current = undefined;
-        this.finishLine(`  ✗ ${e.app}: ${e.error} — rolling back`);
-        break;
-      case 'undo':
-        this.live(`  ↶ undo ${e.state} (${e.app})`);
-        break;
-      case 'undone':
-        this.finishLine(`  ↶ undone ${e.state.padEnd(8)} ${this.total > 1 ? `(${e.app}) ` : ''}${fmtMs(e.ms)}`);
-        break;
-      case 'note':
-        if (this.tty) this.write('\r\x1b[K');
-        this.write(`    · ${this.total > 1 ? `${e.app}: ` : ''}${e.message}\n`);
-        if (this.current) this.live(`  … ${this.label()}`);
-        break;
-      case 'end':
-        // A failed single migration leaves no phase to close: its last line was the failure.
-        if (e.outcome !== 'done' && this.total <= 1) this.current = undefined;
-        break;
-    }
-  }
-
-  /** Close the last live line (call before printing the summary). */
-  flush(): void {
-    this.closePhase();
-  }
-}
-
-export function fmtMs(ms: number): string {
-  if (ms < 1) return `${(ms * 1000).toFixed(0)} µs`;
-  if (ms < 1000) return `${ms.toFixed(ms < 10 ? 2 : 0)} ms`;
-  return `${(ms / 1000).toFixed(2)} s`;
 }

@@ -2,15 +2,17 @@
  * Typed client of one agent's HTTP API (docs/agent-api.md).
  *
  * The controller only ever talks to agents through the `AgentApi` interface,
- * so its state machine can be tested against an in-memory agent today and
- * against real agents later with the same tests. `HttpAgentClient` is the
- * real implementation: bearer token, a timeout on every request, and errors
- * that say which agent, which request, which HTTP status and what the agent
- * itself said — split into three classes because the controller reacts
+ * so its state machine runs against real agents and, in the controller's
+ * unit tests, against an in-memory double that fails on purpose
+ * (test/lib/memory-agent.ts). `HttpAgentClient` is the real implementation:
+ * bearer token, a timeout on every request, and errors that say which
+ * agent, which request, which HTTP status and what the agent itself said —
+ * split into three classes because the controller reacts
  * differently to each (unreachable: state unknown; refused: our request was
  * wrong and changed nothing; failed: the agent's kernel said no, nothing changed).
  */
 
+import { FieldError } from '../model/errors.js';
 import { parseName, type Action, type AppBody, type AppView, type DeliveryBody, type DeliveryView, type OpBody, type StatusView } from '../model/entry.js';
 
 // The wire vocabulary is the model's (src/model/entry.ts); these are its
@@ -106,12 +108,22 @@ export interface HttpAgentClientOptions {
   timeoutMs?: number;
 }
 
+/** A name the agent would refuse: bad input (field `name`), with the name in the message. */
+export class InvalidNameError extends FieldError {
+  override readonly name = 'InvalidNameError';
+  constructor(value: string, reason: string) {
+    super('name', reason);
+    this.message = `invalid name ${JSON.stringify(value)}: ${reason}`;
+  }
+}
+
 /** Refuse a name the agent would refuse (the model's rule), before it becomes part of a URL path. */
 export function checkName(name: string): string {
   try {
     return parseName(name);
   } catch (err) {
-    throw new Error(`invalid name ${JSON.stringify(name)}: ${(err as Error).message.replace(/^name: /, '')}`);
+    if (err instanceof FieldError) throw new InvalidNameError(name, err.reason);
+    throw err;
   }
 }
 

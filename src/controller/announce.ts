@@ -19,6 +19,7 @@ import { execFile } from 'node:child_process';
 import { isIP } from 'node:net';
 import type { Proto } from './agent-client.js';
 import { describeHookFailure, runHook } from '../workload/run-hook.js';
+import { mapLimit } from './limit.js';
 
 export type AnnounceSpec =
   | { kind: 'none' }
@@ -142,11 +143,7 @@ export class ExecAnnounceHook implements AnnounceHook {
 
   async announceAll(list: readonly Announcement[]): Promise<void> {
     // One run per app: the script's contract is one app per call. Bounded parallelism.
-    const queue = [...list];
-    const workers = Array.from({ length: Math.min(8, queue.length) }, async () => {
-      for (let a = queue.shift(); a; a = queue.shift()) await this.announce(a);
-    });
-    await Promise.all(workers);
+    await mapLimit(list, 8, (a) => this.announce(a));
   }
 }
 

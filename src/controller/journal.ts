@@ -16,16 +16,13 @@ import { closeSync, fsyncSync, linkSync, mkdirSync, openSync, readFileSync, read
 import { open, type FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import type { App } from './agent-client.js';
+import { identify, isAlive } from '../os/process.js';
 import type { DriverSpec } from '../workload/driver.js';
+import type { App } from './agent-client.js';
 import type { AnnounceSpec } from './announce.js';
-import { identify, isAlive } from '../workload/process.js';
+import type { Step } from './machine.js';
 
 export const DEFAULT_STATE_DIR = '/var/lib/routeshift';
-
-/** The migration's steps, in order (see machine.ts for what each does). */
-export const STEPS = ['PREPARE', 'START', 'DELIVER', 'READY', 'SWITCH', 'STOP', 'ANNOUNCE'] as const;
-export type Step = (typeof STEPS)[number];
 
 export interface Timing {
   /** READY gives up after this long. */

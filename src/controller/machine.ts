@@ -1,74 +1,79 @@
 /**
  * The migration state machine (docs/architecture.md, "The migration protocol").
  *
- * The TABLE below is the whole protocol: for each step, what it does, where
- * it goes next, what undoes it, and what a failure in it means. The
- * `Migration` class only walks the table: it writes every transition to the
- * journal (durably) BEFORE applying it, times each phase, reports progress,
- * and on failure either rolls back (undo every entered step, newest first)
- * or rolls forward (retry, then FAILED — needs attention).
+ * The TABLE below is the whole protocol, stated once: its rows are the
+ * steps in order, each with what it does, how it runs for a group of apps,
+ * what undoes it and what a failure in it means. The rest is derived from
+ * it: STEPS, the commit point, what `--resume` decides (resume.ts), the
+ * --help text.
  *
- *   PREPARE → START → DELIVER → READY → SWITCH → STOP → ANNOUNCE → DONE
- *      \________ failure: ROLLING_BACK → ROLLED_BACK ___/ (or FAILED if an undo fails)
- *                                          failure after SWITCH: retry → FAILED
+ * Apps walk the table in a `MigrationGroup`: each step runs for every app of
+ * the group still moving, then the next step. A migration is a group of
+ * one; a drain is the group of a host's apps, whose map updates go to each
+ * agent in one batch and whose per-app steps (drivers, probes) run in
+ * parallel. A `Migration` is one app in a group: it writes every transition
+ * to the journal (durably) BEFORE applying it, times each phase, reports
+ * progress, and on failure either rolls back (undo every entered step,
+ * newest first; ROLLED_BACK, or FAILED if an undo fails) or rolls forward
+ * (retry, then FAILED — needs attention).
  */
-import type { Facts, Journal, Outcome, PlanRecord, Step, Timing } from './journal.js';
-import { STEPS } from './journal.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Facts, Journal, Outcome } from './journal.js';
+import { mapLimit } from './limit.js';
 import type { ControllerMetrics } from './metrics.js';
 import * as steps from './steps.js';
-import type { StepContext } from './steps.js';
+import type { StepContext, StepGroup } from './steps.js';
 
-export type MigrationState = Step | 'DONE' | 'ROLLING_BACK' | 'ROLLED_BACK' | 'FAILED';
+/** How a step runs for the apps of a group. */
+type Run =
+  /** Each app on its own (the workload: drivers, probes); a group runs up to its concurrency of them at once. */
+  | { each: (ctx: StepContext) => Promise<void>; all?: undefined }
+  /** The whole group at once (map updates: in a drain, one batch per agent); answers each app's facts, in order. */
+  | { all: (group: StepGroup) => Promise<readonly Facts[] | void>; each?: undefined };
 
-export interface TableRow {
+export type TableRow = Run & {
   /** What the step does (for --help, docs and logs). */
   does: string;
-  run: (ctx: StepContext) => Promise<Facts | void>;
-  next: Step | 'DONE';
-  /** What undoes it; undefined when the step changes nothing that needs undoing. */
+  /** What undoes it, for one app; undefined when the step changes nothing that needs undoing. */
   undo: ((ctx: StepContext) => Promise<void>) | undefined;
   undoes: string;
   /** roll-back: the source still serves the app, return to it. roll-forward: the destination already does, finish. */
   onFailure: 'roll-back' | 'roll-forward';
-}
+};
 
-export const TABLE: Readonly<Record<Step, TableRow>> = {
+/** The protocol. The order of the rows is the order of the steps. */
+export const TABLE = {
   PREPARE: {
     does: "check the source agent's entry exists and is LOCAL; remember it and the destination's tunnel address",
-    run: steps.prepare,
-    next: 'START',
+    all: steps.prepare,
     undo: undefined,
     undoes: 'nothing (reads only)',
     onFailure: 'roll-back',
   },
   START: {
     does: 'the workload driver starts the app on the destination',
-    run: steps.start,
-    next: 'DELIVER',
+    each: steps.start,
     undo: steps.stopOnDestination,
     undoes: 'the driver stops the app on the destination',
     onFailure: 'roll-back',
   },
   DELIVER: {
     does: 'PUT the delivery entry on the destination agent (tunnelled packets → the app there)',
-    run: steps.deliver,
-    next: 'READY',
+    all: steps.deliver,
     undo: steps.removeDelivery,
     undoes: "DELETE the destination's delivery entry",
     onFailure: 'roll-back',
   },
   READY: {
     does: "wait for the driver's ready signal / health probe on the destination, with a timeout",
-    run: steps.awaitReady,
-    next: 'SWITCH',
+    each: steps.awaitReady,
     undo: undefined,
     undoes: 'nothing (waits only)',
     onFailure: 'roll-back',
   },
   SWITCH: {
     does: "one atomic update of the source entry to FORWARD(destination's tunnel address)",
-    run: steps.switchToForward,
-    next: 'STOP',
+    all: steps.switchToForward,
     undo: steps.restoreSource,
     undoes: 'the source entry back to LOCAL, exactly as remembered',
     // The source app still runs until STOP: going back is always possible.
@@ -76,21 +81,41 @@ export const TABLE: Readonly<Record<Step, TableRow>> = {
   },
   STOP: {
     does: 'after a grace period, the driver stops the app on the source',
-    run: steps.stopOnSource,
-    next: 'ANNOUNCE',
+    each: steps.stopOnSource,
     undo: undefined,
     undoes: 'cannot be undone: the source app is gone',
     onFailure: 'roll-forward',
   },
   ANNOUNCE: {
     does: 'destination entry LOCAL, announce hook, grace, DELETE source entry, DELETE destination delivery',
-    run: steps.announce,
-    next: 'DONE',
+    all: steps.announce,
     undo: undefined,
     undoes: 'cannot be undone: the network already routes to the destination',
     onFailure: 'roll-forward',
   },
-};
+} satisfies Record<string, TableRow>;
+
+export type Step = keyof typeof TABLE;
+const ROWS: Readonly<Record<Step, TableRow>> = TABLE;
+
+/** The steps, in protocol order. */
+export const STEPS = Object.keys(TABLE) as readonly Step[];
+
+const commit = STEPS.findIndex((s) => ROWS[s].onFailure === 'roll-forward');
+if (commit < 1 || STEPS.slice(commit).some((s) => ROWS[s].onFailure !== 'roll-forward')) {
+  throw new Error('the protocol table must roll back in its first steps and forward in all the others');
+}
+/** The commit point: the first step whose failure rolls forward. Before it the source app still runs, and any failure goes back. */
+export const COMMIT_POINT = STEPS[commit] as Step;
+/**
+ * The step that commits (the last that rolls back): once it is done the
+ * migration only goes forward, and the grace before the source app is
+ * stopped counts from it. Entered but not known done, only the source
+ * entry tells which way to go (resume.ts).
+ */
+export const COMMITTING_STEP = STEPS[commit - 1] as Step;
+
+export type MigrationState = Step | 'DONE' | 'ROLLING_BACK' | 'ROLLED_BACK' | 'FAILED';
 
 export type MigrationEvent =
   | { type: 'enter'; app: string; state: Step; attempt: number }
@@ -129,12 +154,17 @@ export interface RestoredState {
 
 const UNDO_ATTEMPTS = 3;
 
-export function nextStep(s: Step): Step | undefined {
-  const n = TABLE[s].next;
-  return n === 'DONE' ? undefined : n;
+/** A step for one app on its own: what a migration runs, and a group's apps when their batch failed. */
+async function runAlone(row: TableRow, ctx: StepContext): Promise<Facts | undefined> {
+  if (row.each) {
+    await row.each(ctx);
+    return undefined;
+  }
+  const facts = await row.all({ apps: [ctx], batched: false });
+  return facts ? facts[0] : undefined;
 }
 
-/** One app's migration walking the table. */
+/** One app's migration, in a group walking the table. */
 export class Migration {
   state: MigrationState = 'PREPARE';
   readonly ctx: StepContext;
@@ -172,49 +202,37 @@ export class Migration {
     return this.ctx.plan.app;
   }
 
-  get plan(): PlanRecord {
-    return this.ctx.plan;
-  }
-
-  get timing(): Timing {
-    return this.ctx.timing;
-  }
-
   isEnded(): boolean {
     return this.outcome !== undefined;
   }
 
-  /** Run from `from` to the end (or through `through`, for a drain that switches in a batch). */
-  async advance(from: Step = 'PREPARE', through: Step = 'ANNOUNCE'): Promise<Outcome | 'paused'> {
-    for (let s: Step | undefined = from; s; s = nextStep(s)) {
-      const ok = await this.runStep(s);
-      if (!ok) return this.outcome as Outcome;
-      if (s === through) return s === 'ANNOUNCE' ? this.end('done') : 'paused';
-    }
-    return this.end('done');
+  /** Walk the table from `from` to the end, alone: a group of one. */
+  async advance(from?: Step): Promise<Outcome> {
+    await new MigrationGroup([this], { batched: false, concurrency: 1 }).advance(from);
+    return this.outcome as Outcome;
   }
 
   /**
-   * Run one step by the table: journal `enter` (durable), apply, journal
-   * `done`. Retries only steps that roll forward. Returns false when the
-   * migration ended (rolled back or failed) instead.
+   * Run one step for this app alone, by the table: journal `enter`
+   * (durable), apply, journal `done`. Retries only steps that roll forward.
+   * Returns false when the migration ended (rolled back or failed) instead.
    */
   async runStep(step: Step): Promise<boolean> {
-    const row = TABLE[step];
+    const row = ROWS[step];
     const attempts = row.onFailure === 'roll-forward' ? Math.max(1, this.ctx.timing.forwardAttempts) : 1;
     let lastErr: unknown;
     for (let attempt = 1; attempt <= attempts; attempt++) {
       await this.enter(step, attempt);
       const t = performance.now();
       try {
-        const facts = await row.run(this.ctx);
-        await this.complete(step, performance.now() - t, facts ?? undefined);
+        const facts = await runAlone(row, this.ctx);
+        await this.complete(step, performance.now() - t, facts);
         return true;
       } catch (err) {
         lastErr = err;
         if (attempt < attempts) {
           this.observe({ type: 'retry', app: this.app, state: step, attempt, error: message(err) });
-          await steps.sleep(100 * 2 ** (attempt - 1));
+          await sleep(100 * 2 ** (attempt - 1));
         }
       }
     }
@@ -224,7 +242,7 @@ export class Migration {
     return false;
   }
 
-  /** Journal and report entering a step (used directly by drain for batched steps). */
+  /** Journal and report entering a step (a group does it for all its apps before a step it runs for all at once). */
   async enter(step: Step, attempt = 1): Promise<void> {
     await this.journal.append({ type: 'enter', app: this.app, state: step, ...(attempt > 1 ? { attempt } : {}) });
     if (!this.entered.includes(step)) this.entered.push(step);
@@ -232,10 +250,10 @@ export class Migration {
     this.observe({ type: 'enter', app: this.app, state: step, attempt });
   }
 
-  /** Journal and report a step as applied (used directly by drain for batched steps). */
+  /** Journal and report a step as applied. */
   async complete(step: Step, ms: number, facts?: Facts): Promise<void> {
     if (facts) Object.assign(this.ctx.facts, facts);
-    if (step === 'SWITCH') this.ctx.switchedAt = performance.now(); // STOP's grace runs from here
+    if (step === COMMITTING_STEP) this.ctx.switchedAt = performance.now(); // STOP's grace runs from here
     await this.journal.append({ type: 'done', app: this.app, state: step, ms: round(ms), ...(facts ? { facts } : {}) });
     this.done.add(step);
     this.phases[step] = round(ms);
@@ -255,7 +273,7 @@ export class Migration {
     await this.journal.append({ type: 'rollback', app: this.app, from, error });
     this.observe({ type: 'rollback', app: this.app, from, error });
     for (const step of [...this.entered].reverse()) {
-      const undo = TABLE[step].undo;
+      const undo = ROWS[step].undo;
       if (!undo) continue;
       await this.journal.append({ type: 'undo', app: this.app, state: step });
       this.observe({ type: 'undo', app: this.app, state: step });
@@ -268,7 +286,7 @@ export class Migration {
           break;
         } catch (err) {
           undoErr = err;
-          if (attempt < UNDO_ATTEMPTS) await steps.sleep(100 * 2 ** (attempt - 1));
+          if (attempt < UNDO_ATTEMPTS) await sleep(100 * 2 ** (attempt - 1));
         }
       }
       if (undoErr !== undefined) {
@@ -303,8 +321,8 @@ export class Migration {
     return {
       app: this.app,
       journal: this.ctx.journalId,
-      from: this.plan.from,
-      to: this.plan.to,
+      from: this.ctx.plan.from,
+      to: this.ctx.plan.to,
       outcome: this.outcome ?? 'failed',
       state: this.state,
       phases: { ...this.phases },
@@ -313,6 +331,82 @@ export class Migration {
       ...(this.error ? { error: this.error } : {}),
       notes: [...this.notes],
     };
+  }
+}
+
+export interface GroupOptions {
+  /** A step the table runs for the whole group sends each agent one batch (a drain); false: one request per app and update (a migration). */
+  batched: boolean;
+  /** How many apps a per-app step works on at once. */
+  concurrency: number;
+}
+
+/**
+ * Apps walking the table together, step by step: each step runs for every
+ * app still moving (one that rolled back or failed drops out, alone).
+ */
+export class MigrationGroup {
+  /** Wall-clock milliseconds of every phase an app reached (journaling included). */
+  readonly phaseMs: Partial<Record<Step, number>> = {};
+  /** Milliseconds of each step run for the whole group at once (or of its per-app fallback). */
+  readonly batchMs: Partial<Record<Step, number>> = {};
+  /** How each such step was applied: in one go, or app by app because that failed. */
+  readonly appliedAs: Partial<Record<Step, 'batch' | 'per-app'>> = {};
+
+  constructor(
+    readonly members: readonly Migration[],
+    private readonly opts: GroupOptions,
+  ) {}
+
+  /** Walk the table from `from` to the end; every app still moving then is done. */
+  async advance(from: Step = STEPS[0] as Step): Promise<void> {
+    for (const step of STEPS.slice(STEPS.indexOf(from))) await this.runStep(step);
+    await Promise.all(this.live().map((m) => m.end('done')));
+  }
+
+  private live(): Migration[] {
+    return this.members.filter((m) => !m.isEnded());
+  }
+
+  private async runStep(step: Step): Promise<void> {
+    const apps = this.live();
+    if (!apps.length) return;
+    const t0 = performance.now();
+    const { all } = ROWS[step];
+    if (all && this.opts.batched) await this.together(step, apps, all);
+    else await this.alone(step, apps);
+    this.phaseMs[step] = round(performance.now() - t0);
+  }
+
+  /** Every app runs the step on its own, in parallel up to the concurrency. */
+  private async alone(step: Step, apps: readonly Migration[]): Promise<void> {
+    await mapLimit(apps, this.opts.concurrency, (m) => m.runStep(step));
+  }
+
+  /**
+   * One step for all: journal `enter` for each (durable, before anything is
+   * applied), one action, journal `done` for each. If the action fails,
+   * each app runs the step alone — which retries, rolls back or fails that
+   * app by the table — so one bad app rolls back alone instead of taking
+   * the others with it: the batch is an optimisation, never a different meaning.
+   */
+  private async together(step: Step, apps: readonly Migration[], all: (g: StepGroup) => Promise<readonly Facts[] | void>): Promise<void> {
+    await Promise.all(apps.map((m) => m.enter(step)));
+    const t = performance.now();
+    let facts: readonly Facts[] | void;
+    try {
+      facts = await all({ apps: apps.map((m) => m.ctx), batched: true });
+    } catch (err) {
+      for (const m of apps) m.ctx.note(`batched ${step} failed (${message(err)}); running it per app`);
+      await this.alone(step, apps);
+      this.batchMs[step] = round(performance.now() - t);
+      this.appliedAs[step] = 'per-app';
+      return;
+    }
+    const ms = performance.now() - t;
+    this.batchMs[step] = round(ms);
+    this.appliedAs[step] = 'batch';
+    await Promise.all(apps.map((m, i) => m.complete(step, ms, facts ? facts[i] : undefined)));
   }
 }
 
@@ -327,8 +421,8 @@ export function round(ms: number): number {
 
 /** The table as text (for --help and the README): state, action, next, undo, on failure. */
 export function describeTable(): string {
-  return STEPS.map((s) => {
-    const r = TABLE[s];
-    return `${s.padEnd(8)} ${r.does}\n${''.padEnd(9)}next ${r.next}; undo: ${r.undoes}; on failure: ${r.onFailure}`;
+  return STEPS.map((s, i) => {
+    const r = ROWS[s];
+    return `${s.padEnd(8)} ${r.does}\n${''.padEnd(9)}next ${STEPS[i + 1] ?? 'DONE'}; undo: ${r.undoes}; on failure: ${r.onFailure}`;
   }).join('\n');
 }

@@ -4,7 +4,8 @@
  * long-lived `routeshift controller` daemon would serve `registry` on /metrics.
  */
 import { Counter, Histogram, Registry } from 'prom-client';
-import type { Outcome, Step } from './journal.js';
+import type { Outcome } from './journal.js';
+import type { Step } from './machine.js';
 
 export class ControllerMetrics {
   readonly registry = new Registry();

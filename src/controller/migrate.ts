@@ -1,14 +1,66 @@
 /**
- * One application's migration from start to end: lock, journal, walk the
- * state machine, unlock. What the CLI's `migrate` calls.
+ * A run of the protocol from start to end: lock the apps, open the journal,
+ * walk the table as one group, close, unlock. `migrate` runs one app (what
+ * the CLI's `migrate` calls); `drain` (drain.ts) runs the same for every
+ * app of a host, batched.
  */
 import { hostname } from 'node:os';
 import { type AgentConnector, checkName } from './agent-client.js';
-import { type AnnounceSpec, createAnnounceHook } from './announce.js';
-import { Journal, acquireLock, newJournalId, type Timing } from './journal.js';
-import { Migration, type MigrationObserver, type MigrationResult } from './machine.js';
+import { type AnnounceHook, type AnnounceSpec, createAnnounceHook } from './announce.js';
+import { type AppLock, Journal, acquireLock, newJournalId, type OpenRecord, type PlanRecord, type Timing } from './journal.js';
+import { Migration, MigrationGroup, type GroupOptions, type MigrationObserver, type MigrationResult } from './machine.js';
 import type { ControllerMetrics } from './metrics.js';
-import { createDriver, type DriverSpec } from '../workload/index.js';
+import { createDriver, type DriverSpec, type WorkloadDriver } from '../workload/index.js';
+
+/** What a run is given: the specs are journaled (resume rebuilds the driver and hook from them). */
+export interface RunOptions extends GroupOptions {
+  kind: OpenRecord['kind'];
+  id: string;
+  plans: readonly PlanRecord[];
+  driver: DriverSpec;
+  announce: AnnounceSpec;
+  /** Built from the specs before anything is written. */
+  workload: WorkloadDriver;
+  hook: AnnounceHook;
+  timing: Timing;
+  stateDir: string;
+  connect: AgentConnector;
+  observe?: MigrationObserver;
+  metrics?: ControllerMetrics;
+}
+
+/**
+ * Run the plans' migrations to their ends as one group. Every app's lock
+ * is taken before the journal is created: a refused run leaves no journal
+ * behind, or --resume would find it.
+ */
+export async function runMigrations(o: RunOptions): Promise<MigrationGroup> {
+  const locks: AppLock[] = [];
+  try {
+    for (const p of o.plans) locks.push(acquireLock(o.stateDir, checkName(p.app), o.id));
+    const journal = await Journal.create(o.stateDir, o.id);
+    try {
+      await journal.append({ type: 'open', journal: o.id, kind: o.kind, pid: process.pid, host: hostname(), driver: o.driver, announce: o.announce, timing: o.timing });
+      const ms = o.plans.map(
+        (plan) =>
+          new Migration(
+            { journalId: o.id, plan, source: o.connect(plan.from), dest: o.connect(plan.to), driver: o.workload, announce: o.hook, timing: o.timing },
+            journal,
+            o.observe,
+            o.metrics,
+          ),
+      );
+      await Promise.all(o.plans.map((p) => journal.append(p)));
+      const group = new MigrationGroup(ms, { batched: o.batched, concurrency: o.concurrency });
+      await group.advance();
+      return group;
+    } finally {
+      await journal.close();
+    }
+  } finally {
+    for (const l of locks) l.release();
+  }
+}
 
 export interface MigrateOptions {
   app: string;
@@ -31,19 +83,11 @@ export async function migrate(opts: MigrateOptions): Promise<MigrationResult> {
   const dest = opts.connect(opts.to);
   if (source.url === dest.url) throw new Error(`--from and --to are the same agent (${source.url})`);
   // Build driver and hook before anything is written: bad options fail here, changing nothing.
-  const driver = createDriver(opts.driver);
-  const announce = createAnnounceHook(opts.announce);
+  const workload = createDriver(opts.driver);
+  const hook = createAnnounceHook(opts.announce);
+  const plan: PlanRecord = { type: 'plan', app: opts.app, from: source.url, to: dest.url, toIndex: 0, destDev: opts.destDev, ...(opts.destMac ? { destMac: opts.destMac } : {}) };
+  const { driver, announce, timing, stateDir, connect, observe, metrics } = opts;
   const id = newJournalId(opts.app);
-  using _lock = acquireLock(opts.stateDir, opts.app, id);
-  const journal = await Journal.create(opts.stateDir, id);
-  try {
-    await journal.append({ type: 'open', journal: id, kind: 'migrate', pid: process.pid, host: hostname(), driver: opts.driver, announce: opts.announce, timing: opts.timing });
-    const plan = { type: 'plan', app: opts.app, from: source.url, to: dest.url, toIndex: 0, destDev: opts.destDev, ...(opts.destMac ? { destMac: opts.destMac } : {}) } as const;
-    await journal.append(plan);
-    const m = new Migration({ journalId: id, plan, source, dest, driver, announce, timing: opts.timing }, journal, opts.observe, opts.metrics);
-    await m.advance();
-    return m.result();
-  } finally {
-    await journal.close();
-  }
+  const group = await runMigrations({ kind: 'migrate', id, plans: [plan], driver, announce, workload, hook, timing, stateDir, connect, observe, metrics, batched: false, concurrency: 1 });
+  return (group.members[0] as Migration).result();
 }

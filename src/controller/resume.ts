@@ -3,26 +3,29 @@
  * half-way, from what its journal durably says.
  *
  * The decision (`decideResume`) is a pure function of the app's journal
- * records, so every possible last line is tested:
+ * records, with the protocol table's committing step (the last one whose
+ * failure rolls back) and commit point (the first one whose failure rolls
+ * forward) from machine.ts, so every possible last line is tested:
  *
- * | last durable state of the app                     | decision |
- * |---------------------------------------------------|----------|
- * | plan only, or entered PREPARE…READY (not SWITCH)  | roll back (undo entered steps) |
- * | a `rollback` record, no `end`                     | continue the rollback |
- * | entered SWITCH, not done                          | unknown whether applied: read the source entry — FORWARD(dest) → roll forward from STOP; LOCAL → roll back |
- * | SWITCH done (or STOP/ANNOUNCE entered)            | roll forward from the first step not done |
- * | every step done, no `end`                         | write `end done` |
- * | `end` done / rolled-back                          | nothing to do |
- * | `end` failed (needs attention)                    | try again in the direction it was going |
+ * | last durable state of the app                        | decision |
+ * |------------------------------------------------------|----------|
+ * | plan only, or entered only steps before the committing step | roll back (undo entered steps) |
+ * | a `rollback` record, no `end`                        | continue the rollback |
+ * | entered the committing step, not done                | unknown whether applied: read the source entry — FORWARD(dest) → roll forward from the commit point; LOCAL → roll back |
+ * | the committing step done                             | roll forward from the first step not done |
+ * | every step done, no `end`                            | write `end done` |
+ * | `end` done / rolled-back                             | nothing to do |
+ * | `end` failed (needs attention)                       | try again in the direction it was going |
  *
  * Every step and undo is idempotent, so re-running one that had already
  * (partly) happened is harmless.
  */
-import { type AgentConnector, type AgentApi } from './agent-client.js';
+import { type AgentConnector } from './agent-client.js';
 import { type AnnounceHook, type AnnounceSpec, createAnnounceHook } from './announce.js';
-import { STEPS, Journal, acquireLock, findJournal, type Facts, type OpenRecord, type Outcome, type PlanRecord, type Step, type Stored } from './journal.js';
-import { Migration, message, type MigrationObserver, type MigrationResult, type RestoredState } from './machine.js';
+import { Journal, acquireLock, findJournal, type Facts, type OpenRecord, type Outcome, type PlanRecord, type Stored } from './journal.js';
+import { COMMITTING_STEP, COMMIT_POINT, Migration, STEPS, message, type MigrationObserver, type MigrationResult, type RestoredState, type Step } from './machine.js';
 import type { ControllerMetrics } from './metrics.js';
+import { switchState } from './steps.js';
 import { createDriver, type DriverSpec, type WorkloadDriver } from '../workload/index.js';
 
 export type ResumeDecision =
@@ -52,21 +55,20 @@ export function decideResume(records: readonly Stored[], app: string): ResumeDec
   const mine = records.filter((r) => 'app' in r && r.app === app && r.type !== 'plan');
   const { entered, done } = restoreState(records, app);
   const last = mine[mine.length - 1];
-  const firstUndone = (after: Step): Step | undefined => STEPS.slice(STEPS.indexOf(after) + 1).find((s) => !done.includes(s));
+  const forward = (): ResumeDecision => {
+    const from = STEPS.slice(STEPS.indexOf(COMMIT_POINT)).find((s) => !done.includes(s));
+    return from ? { kind: 'roll-forward', from } : { kind: 'finish' };
+  };
 
   if (last?.type === 'end') {
     if (last.outcome !== 'failed') return { kind: 'nothing', outcome: last.outcome };
     if (last.direction === 'back') return { kind: 'roll-back', from: lastRollbackFrom(mine), error: last.error ?? 'previous rollback failed' };
-    const from = firstUndone('SWITCH');
-    return from ? { kind: 'roll-forward', from } : { kind: 'finish' };
+    return forward();
   }
   const rb = mine.find((r) => r.type === 'rollback');
   if (rb && rb.type === 'rollback') return { kind: 'roll-back', from: rb.from, error: rb.error };
-  if (done.includes('SWITCH')) {
-    const from = firstUndone('SWITCH');
-    return from ? { kind: 'roll-forward', from } : { kind: 'finish' };
-  }
-  if (entered.includes('SWITCH')) return { kind: 'check-switch' };
+  if (done.includes(COMMITTING_STEP)) return forward();
+  if (entered.includes(COMMITTING_STEP)) return { kind: 'check-switch' };
   const lastEntered = entered[entered.length - 1];
   return {
     kind: 'roll-back',
@@ -100,10 +102,9 @@ export interface ResumeResult extends MigrationResult {
   observed?: string;
 }
 
-/** Thrown when resume cannot decide safely (e.g. the source agent is unreachable): nothing was changed. */
+/** Thrown when resume cannot decide safely (e.g. the source agent is unreachable): nothing was changed; it needs an operator. */
 export class ResumeUndecidedError extends Error {
   override readonly name = 'ResumeUndecidedError';
-  readonly exitCode = 3;
 }
 
 export async function resume(opts: ResumeOptions): Promise<ResumeResult> {
@@ -118,14 +119,12 @@ export async function resume(opts: ResumeOptions): Promise<ResumeResult> {
   const lastSeq = found.records.reduce((n, r) => Math.max(n, r.seq ?? 0), 0);
   const journal = await Journal.reopen(found.path, open.journal, lastSeq);
   try {
-    const source: AgentApi = opts.connect(plan.from);
-    const dest: AgentApi = opts.connect(plan.to);
     const m = new Migration(
       {
         journalId: open.journal,
         plan: stripStored(plan),
-        source,
-        dest,
+        source: opts.connect(plan.from),
+        dest: opts.connect(plan.to),
         driver: (opts.createDriver ?? createDriver)(open.driver),
         announce: (opts.createAnnounceHook ?? createAnnounceHook)(open.announce),
         timing: open.timing,
@@ -142,7 +141,7 @@ export async function resume(opts: ResumeOptions): Promise<ResumeResult> {
         m.ctx.note(`migration ${open.journal} already ended ${decision.outcome}; nothing to do`);
         return { ...m.result(), outcome: decision.outcome, state: decision.outcome === 'done' ? 'DONE' : 'ROLLED_BACK', decision: decision.kind };
       case 'roll-back':
-        await m.rollBack(decision.from ?? 'PREPARE', `${decision.error} (resumed: rolled back)`);
+        await m.rollBack(decision.from ?? (STEPS[0] as Step), `${decision.error} (resumed: rolled back)`);
         break;
       case 'roll-forward':
         await m.advance(decision.from);
@@ -151,22 +150,22 @@ export async function resume(opts: ResumeOptions): Promise<ResumeResult> {
         await m.end('done');
         break;
       case 'check-switch': {
-        let entry;
+        let seen;
         try {
-          entry = await source.getApp(opts.app);
+          seen = await switchState(m.ctx);
         } catch (err) {
           throw new ResumeUndecidedError(
-            `cannot tell whether SWITCH of ${opts.app} was applied: ${message(err)}; nothing changed — run --resume again when ${plan.from} answers`,
+            `cannot tell whether ${COMMITTING_STEP} of ${opts.app} was applied: ${message(err)}; nothing changed — run --resume again when ${plan.from} answers`,
           );
         }
-        observed = entry ? JSON.stringify(entry.action) : 'no entry';
-        if (entry?.action.type === 'forward' && entry.action.tunnel === facts.tunnel) {
-          m.ctx.note(`SWITCH had been applied (source forwards to ${facts.tunnel}): rolling forward`);
-          await m.complete('SWITCH', 0);
-          await m.advance('STOP');
-        } else if (entry?.action.type === 'local') {
-          m.ctx.note('SWITCH had not been applied (source entry still LOCAL): rolling back');
-          await m.rollBack('SWITCH', 'controller stopped during SWITCH (resumed: rolled back)');
+        observed = seen.observed;
+        if (seen.state === 'switched') {
+          m.ctx.note(`${COMMITTING_STEP} had been applied (source forwards to ${facts.tunnel}): rolling forward`);
+          await m.complete(COMMITTING_STEP, 0);
+          await m.advance(COMMIT_POINT);
+        } else if (seen.state === 'local') {
+          m.ctx.note(`${COMMITTING_STEP} had not been applied (source entry still LOCAL): rolling back`);
+          await m.rollBack(COMMITTING_STEP, `controller stopped during ${COMMITTING_STEP} (resumed: rolled back)`);
         } else {
           throw new ResumeUndecidedError(
             `source entry of ${opts.app} on ${plan.from} is ${observed}, neither LOCAL nor FORWARD(${facts.tunnel ?? '?'}): needs an operator; nothing changed`,

@@ -1,18 +1,26 @@
 /**
- * What each migration step does, and what undoes it — for one app. The
- * order, the journal and the rollback policy live in machine.ts; this module
- * only knows how to talk to agents, drivers and hooks.
+ * What each migration step does, and what undoes it. The order, the journal
+ * and the rollback policy live in machine.ts; this module only knows how to
+ * talk to agents, drivers and hooks.
+ *
+ * A step that changes agents' maps runs on a group of apps at once (a
+ * migration is a group of one): its map updates go to each agent either in
+ * one POST /v1/batch for the whole group (a drain), or one request per app
+ * and update (a migration, and the per-app fallback of a batch that
+ * failed). It is the same step either way; only the transport differs.
+ * Steps that drive the app itself (start, probe, stop) run per app.
  *
  * Every action is idempotent: a resumed controller may run a step again
  * that had (partly) happened before it died, and that must be harmless.
  */
 import { isIP } from 'node:net';
-import { type AgentApi, type App, type DeliverySpec, AgentRefusedError } from './agent-client.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { type AgentApi, type AgentStatus, type App, type DeliverySpec, type Op, AgentRefusedError } from './agent-client.js';
 import type { AnnounceHook, Announcement } from './announce.js';
 import type { Facts, PlanRecord, Timing } from './journal.js';
 import type { DriverContext, WorkloadApp, WorkloadDriver, WorkloadHost } from '../workload/driver.js';
 
-/** Everything a step needs. `facts` is filled by PREPARE and restored from the journal on resume. */
+/** Everything a step needs about one app. `facts` is filled by PREPARE and restored from the journal on resume. */
 export interface StepContext {
   journalId: string;
   plan: PlanRecord;
@@ -32,13 +40,18 @@ export interface StepContext {
   note(message: string): void;
 }
 
-export class StepFailure extends Error {
+/** The apps a step runs on together (they share one driver, hook and timing), and how their map updates travel. */
+export interface StepGroup {
+  apps: readonly StepContext[];
+  /** true: one POST /v1/batch per agent for the whole group. false: one request per app and update. */
+  batched: boolean;
+}
+
+class StepFailure extends Error {
   override readonly name = 'StepFailure';
 }
 
-export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-export function original(ctx: StepContext): App {
+function original(ctx: StepContext): App {
   const o = ctx.facts.original;
   if (!o) throw new StepFailure(`the source entry of ${ctx.plan.app} was never recorded (PREPARE did not complete)`);
   return o;
@@ -50,53 +63,21 @@ function tunnel(ctx: StepContext): string {
   return t;
 }
 
-export function workloadApp(ctx: StepContext): WorkloadApp {
+function workloadApp(ctx: StepContext): WorkloadApp {
   const o = original(ctx);
   return { name: o.name, address: o.address, proto: o.proto, port: o.port, migrationId: ctx.journalId };
 }
 
-export function sourceHost(ctx: StepContext): WorkloadHost {
+function sourceHost(ctx: StepContext): WorkloadHost {
   return { role: 'source', agentUrl: ctx.plan.from, index: 0 };
 }
 
-export function destHost(ctx: StepContext): WorkloadHost {
+function destHost(ctx: StepContext): WorkloadHost {
   return { role: 'destination', agentUrl: ctx.plan.to, index: ctx.plan.toIndex };
 }
 
 function driverCtx(ctx: StepContext): DriverContext {
   return { log: (m) => ctx.note(m) };
-}
-
-/** The destination's tunnel endpoint for an address of this family. */
-export async function tunnelFor(dest: AgentApi, address: string): Promise<string> {
-  const st = await dest.status();
-  const v6 = isIP(address) === 6;
-  const t = v6 ? st.tunnel.v6 : st.tunnel.v4;
-  if (!t) throw new StepFailure(`agent ${dest.url} has no ${v6 ? 'IPv6' : 'IPv4'} tunnel address (start it with --tunnel-addr)`);
-  return t;
-}
-
-// ------------------------------------------------------------------ actions
-
-/** 1 PREPARE: the source entry exists and is LOCAL; remember it, and the destination's tunnel. */
-export async function prepare(ctx: StepContext): Promise<Facts> {
-  const { app, from } = ctx.plan;
-  const entry = await ctx.source.getApp(app);
-  if (!entry) throw new StepFailure(`agent ${from} has no app ${app} (add it with \`routeshift app add\`)`);
-  if (entry.action.type !== 'local') {
-    throw new StepFailure(`app ${app} on ${from} is not LOCAL (it forwards to ${entry.action.tunnel}): is it being migrated already? see --resume`);
-  }
-  return { original: entry, tunnel: await tunnelFor(ctx.dest, entry.address) };
-}
-
-/** 2 START: the driver starts the app on the destination. */
-export async function start(ctx: StepContext): Promise<void> {
-  await ctx.driver.start(workloadApp(ctx), destHost(ctx), driverCtx(ctx));
-}
-
-/** undo START: stop what the driver started on the destination. */
-export async function stopOnDestination(ctx: StepContext): Promise<void> {
-  await ctx.driver.stop(workloadApp(ctx), destHost(ctx), driverCtx(ctx));
 }
 
 /** The app's address on the destination host: same key as on the source, the destination's interface. */
@@ -111,9 +92,130 @@ function destinationEntry(ctx: StepContext): DeliverySpec {
   };
 }
 
-/** 3 DELIVER: the destination hands tunnelled packets for the app to its interface there. */
-export async function deliver(ctx: StepContext): Promise<void> {
-  await ctx.dest.putDelivery(original(ctx).name, destinationEntry(ctx));
+function announcement(ctx: StepContext): Announcement {
+  const o = original(ctx);
+  return {
+    app: o.name,
+    address: o.address,
+    proto: o.proto,
+    port: o.port,
+    from: ctx.plan.from,
+    to: ctx.plan.to,
+    toIndex: ctx.plan.toIndex,
+    tunnel: tunnel(ctx),
+    migrationId: ctx.journalId,
+  };
+}
+
+// ------------------------------------------------------- talking to agents
+
+/** The group's apps by the agent `at` each (one entry per agent, in first-seen order). */
+function byAgent(apps: readonly StepContext[], at: (ctx: StepContext) => AgentApi): [AgentApi, StepContext[]][] {
+  const out = new Map<string, [AgentApi, StepContext[]]>();
+  for (const ctx of apps) {
+    const agent = at(ctx);
+    const entry = out.get(agent.url);
+    if (entry) entry[1].push(ctx);
+    else out.set(agent.url, [agent, [ctx]]);
+  }
+  return [...out.values()];
+}
+
+/** One op as its own request. The answer to a set-action must show the action set. */
+async function applyOne(agent: AgentApi, op: Op): Promise<void> {
+  switch (op.op) {
+    case 'put-app': {
+      const { op: _op, name, ...spec } = op;
+      await agent.putApp(name, spec);
+      return;
+    }
+    case 'set-action': {
+      const { action } = await agent.setAction(op.name, op.action);
+      if (action.type !== op.action.type || (action.type === 'forward' && op.action.type === 'forward' && action.tunnel !== op.action.tunnel)) {
+        throw new StepFailure(`agent ${agent.url} answered set-action of ${op.name} with action ${JSON.stringify(action)}`);
+      }
+      return;
+    }
+    case 'delete-app':
+      await agent.deleteApp(op.name);
+      return;
+    case 'put-delivery': {
+      const { op: _op, name, ...spec } = op;
+      await agent.putDelivery(name, spec);
+      return;
+    }
+    case 'delete-delivery':
+      await agent.deleteDelivery(op.name);
+      return;
+  }
+}
+
+/** Each app's `op` to its agent `at`: one batch per agent (all agents at once), or app by app. */
+async function write(g: StepGroup, at: (ctx: StepContext) => AgentApi, op: (ctx: StepContext) => Op): Promise<void> {
+  if (!g.batched) {
+    for (const ctx of g.apps) await applyOne(at(ctx), op(ctx));
+    return;
+  }
+  await Promise.all(byAgent(g.apps, at).map(([agent, apps]) => agent.batch(apps.map(op))));
+}
+
+/** Each app's entry on its source (undefined: none): one listing per source, or one GET per app. */
+async function sourceEntries(g: StepGroup): Promise<(App | undefined)[]> {
+  if (!g.batched) {
+    const out: (App | undefined)[] = [];
+    for (const ctx of g.apps) out.push(await ctx.source.getApp(ctx.plan.app));
+    return out;
+  }
+  const sources = byAgent(g.apps, (ctx) => ctx.source).map(([agent]) => agent);
+  const listings = await Promise.all(sources.map(async (s) => new Map((await s.listApps()).map((a) => [a.name, a]))));
+  const bySource = new Map(sources.map((s, i) => [s.url, listings[i]]));
+  return g.apps.map((ctx) => bySource.get(ctx.source.url)?.get(ctx.plan.app));
+}
+
+/** Each destination's tunnel endpoints: one GET /status per destination. */
+async function destTunnels(g: StepGroup): Promise<Map<string, AgentStatus['tunnel']>> {
+  const dests = byAgent(g.apps, (ctx) => ctx.dest).map(([agent]) => agent);
+  const statuses = await Promise.all(dests.map((d) => d.status()));
+  return new Map(dests.map((d, i) => [d.url, (statuses[i] as AgentStatus).tunnel]));
+}
+
+// ------------------------------------------------------------------ actions
+
+/** 1 PREPARE: each app's source entry exists and is LOCAL; remember it, and its destination's tunnel. */
+export async function prepare(g: StepGroup): Promise<Facts[]> {
+  const entries = await sourceEntries(g);
+  const originals = g.apps.map((ctx, i) => {
+    const { app, from } = ctx.plan;
+    const entry = entries[i];
+    if (!entry) throw new StepFailure(`agent ${from} has no app ${app} (add it with \`routeshift app add\`)`);
+    if (entry.action.type !== 'local') {
+      throw new StepFailure(`app ${app} on ${from} is not LOCAL (it forwards to ${entry.action.tunnel}): is it being migrated already? see --resume`);
+    }
+    return entry;
+  });
+  const tunnels = await destTunnels(g);
+  return g.apps.map((ctx, i) => {
+    const entry = originals[i] as App;
+    const v6 = isIP(entry.address) === 6;
+    const t = v6 ? tunnels.get(ctx.dest.url)?.v6 : tunnels.get(ctx.dest.url)?.v4;
+    if (!t) throw new StepFailure(`agent ${ctx.dest.url} has no ${v6 ? 'IPv6' : 'IPv4'} tunnel address (start it with --tunnel-addr)`);
+    return { original: entry, tunnel: t };
+  });
+}
+
+/** 2 START: the driver starts the app on the destination. */
+export async function start(ctx: StepContext): Promise<void> {
+  await ctx.driver.start(workloadApp(ctx), destHost(ctx), driverCtx(ctx));
+}
+
+/** undo START: stop what the driver started on the destination. */
+export async function stopOnDestination(ctx: StepContext): Promise<void> {
+  await ctx.driver.stop(workloadApp(ctx), destHost(ctx), driverCtx(ctx));
+}
+
+/** 3 DELIVER: each destination hands tunnelled packets for its apps to their interfaces there. */
+export async function deliver(g: StepGroup): Promise<void> {
+  await write(g, (ctx) => ctx.dest, (ctx) => ({ op: 'put-delivery', name: ctx.plan.app, ...destinationEntry(ctx) }));
 }
 
 /** undo DELIVER. */
@@ -135,13 +237,9 @@ export async function awaitReady(ctx: StepContext): Promise<void> {
   throw new StepFailure(`${app.name} did not become ready on ${ctx.plan.to} within ${readyTimeoutMs} ms (driver ${ctx.driver.kind})`);
 }
 
-/** 5 SWITCH: one atomic update of the source entry to FORWARD(destination). */
-export async function switchToForward(ctx: StepContext): Promise<void> {
-  const t = tunnel(ctx);
-  const app = await ctx.source.setAction(ctx.plan.app, { type: 'forward', tunnel: t });
-  if (app.action.type !== 'forward' || app.action.tunnel !== t) {
-    throw new StepFailure(`agent ${ctx.plan.from} answered SWITCH of ${ctx.plan.app} with action ${JSON.stringify(app.action)}`);
-  }
+/** 5 SWITCH: each source entry becomes FORWARD(destination) in one atomic update — a drain's all in one batch. */
+export async function switchToForward(g: StepGroup): Promise<void> {
+  await write(g, (ctx) => ctx.source, (ctx) => ({ op: 'set-action', name: ctx.plan.app, action: { type: 'forward', tunnel: tunnel(ctx) } }));
 }
 
 /** undo SWITCH: the source entry exactly as it was (LOCAL). */
@@ -157,6 +255,18 @@ export async function restoreSource(ctx: StepContext): Promise<void> {
 }
 
 /**
+ * After a crash inside SWITCH: what the source entry shows. 'switched' when
+ * it forwards to the recorded tunnel, 'local' when it is still LOCAL,
+ * otherwise what it is (for an operator). Throws when the source does not answer.
+ */
+export async function switchState(ctx: StepContext): Promise<{ state: 'switched' | 'local' | 'other'; observed: string }> {
+  const entry = await ctx.source.getApp(ctx.plan.app);
+  const observed = entry ? JSON.stringify(entry.action) : 'no entry';
+  if (entry?.action.type === 'forward' && entry.action.tunnel === ctx.facts.tunnel) return { state: 'switched', observed };
+  return { state: entry?.action.type === 'local' ? 'local' : 'other', observed };
+}
+
+/**
  * 6 STOP: once a grace period has passed since SWITCH (for packets already
  * queued to it), stop the app on the source. Counted from SWITCH, not from
  * this step: a drain flips a thousand apps in one batch, so their grace
@@ -168,48 +278,31 @@ export async function stopOnSource(ctx: StepContext): Promise<void> {
   await ctx.driver.stop(workloadApp(ctx), sourceHost(ctx), driverCtx(ctx));
 }
 
-/** The destination's own redirect entry: LOCAL to the app's interface there. */
-export async function claimOnDestination(ctx: StepContext): Promise<void> {
-  await ctx.dest.putApp(original(ctx).name, { ...destinationEntry(ctx), action: { type: 'local' } });
-}
-
-export function announcement(ctx: StepContext): Announcement {
-  const o = original(ctx);
-  return {
-    app: o.name,
-    address: o.address,
-    proto: o.proto,
-    port: o.port,
-    from: ctx.plan.from,
-    to: ctx.plan.to,
-    toIndex: ctx.plan.toIndex,
-    tunnel: tunnel(ctx),
-    migrationId: ctx.journalId,
-  };
-}
-
 /**
  * 7 ANNOUNCE, in the only order that loses nothing:
- *  a. the destination gets its own LOCAL redirect entry first, so packets
+ *  a. each destination gets its own LOCAL redirect entry first, so packets
  *     the network starts delivering straight to it are delivered locally;
- *  b. the hook moves the network's route to the destination;
+ *  b. the hook moves the network's routes to the destinations (one call);
  *  c. after a grace period (packets already routed to the source are still
- *     forwarded by it), the source entry is removed — the source is empty;
+ *     forwarded by it), the source entries are removed — the source is empty;
  *  d. after another short grace (tunnelled packets still in flight from the
- *     source), the destination's delivery entry is removed.
+ *     source), the destinations' delivery entries are removed.
  * With no hook that moves traffic (`none`), the network still sends the
- * app's packets to the source: (c) and (d) are skipped and the source keeps
+ * apps' packets to the source: (c) and (d) are skipped and the source keeps
  * forwarding.
  */
-export async function announce(ctx: StepContext): Promise<void> {
-  await claimOnDestination(ctx);
-  await ctx.announce.announce(announcement(ctx));
-  if (!ctx.announce.movesTraffic) {
-    ctx.note(`no announce hook: ${ctx.plan.from} keeps forwarding ${ctx.plan.app} to ${ctx.plan.to}`);
+export async function announce(g: StepGroup): Promise<void> {
+  const first = g.apps[0];
+  if (!first) return;
+  const { announce: hook, timing } = first;
+  await write(g, (ctx) => ctx.dest, (ctx) => ({ op: 'put-app', name: ctx.plan.app, ...destinationEntry(ctx), action: { type: 'local' } }));
+  await hook.announceAll(g.apps.map(announcement));
+  if (!hook.movesTraffic) {
+    for (const ctx of g.apps) ctx.note(`no announce hook: ${ctx.plan.from} keeps forwarding ${ctx.plan.app} to ${ctx.plan.to}`);
     return;
   }
-  await sleep(ctx.timing.announceGraceMs);
-  await ctx.source.deleteApp(ctx.plan.app);
-  await sleep(Math.min(ctx.timing.announceGraceMs, 200));
-  await ctx.dest.deleteDelivery(ctx.plan.app);
+  await sleep(timing.announceGraceMs);
+  await write(g, (ctx) => ctx.source, (ctx) => ({ op: 'delete-app', name: ctx.plan.app }));
+  await sleep(Math.min(timing.announceGraceMs, 200));
+  await write(g, (ctx) => ctx.dest, (ctx) => ({ op: 'delete-delivery', name: ctx.plan.app }));
 }

@@ -1,13 +1,13 @@
 /** Errors the agent API turns into HTTP answers. */
 
-/** Bad input: names the field (a JSON path) and says what is wrong. 400. */
+/** Bad input: names the field (a JSON path) and says what is wrong (`reason`). 400. */
 export class FieldError extends Error {
   readonly status = 400;
   constructor(
     readonly field: string,
-    message: string,
+    readonly reason: string,
   ) {
-    super(`${field}: ${message}`);
+    super(`${field}: ${reason}`);
   }
 }
 

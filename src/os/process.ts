@@ -1,10 +1,13 @@
 /**
  * A process identified by PID *and* start time, so a PID that was reused by
- * an unrelated process after ours died is never mistaken for ours — we only
- * ever signal processes we started (and the lock logic only ever trusts
- * holders that are still the same process).
+ * an unrelated process after ours died is never mistaken for ours — the
+ * workload drivers only ever signal processes they started, and the
+ * controller's per-app lock only ever trusts holders that are still the same
+ * process. Plain /proc and signals: below the workload and the controller,
+ * which both use it.
  */
 import { readFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 export interface ProcessIdentity {
   pid: number;
@@ -39,8 +42,6 @@ export function isAlive(id: ProcessIdentity): boolean {
   const s = readStat(id.pid);
   return s !== undefined && s.startTime === id.startTime && s.state !== 'Z' && s.state !== 'X';
 }
-
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /**
  * SIGTERM this exact process, wait up to `killAfterMs`, then SIGKILL and wait

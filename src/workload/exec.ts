@@ -18,17 +18,13 @@
  * ready timeout. A phase without a script succeeds (probe: ready). Scripts
  * must be idempotent: a resumed migration may call them again.
  */
-import type { DriverContext, WorkloadApp, WorkloadDriver, WorkloadHost } from './driver.js';
+import type { DriverContext, DriverSpec, WorkloadApp, WorkloadDriver, WorkloadHost } from './driver.js';
 import { describeHookFailure, runHook } from './run-hook.js';
 
-export interface ExecDriverOptions {
-  start?: string;
-  probe?: string;
-  stop?: string;
-  timeoutMs?: number;
-}
+/** The driver's spec (driver.ts), without its kind. */
+export type ExecDriverOptions = Omit<Extract<DriverSpec, { kind: 'exec' }>, 'kind'>;
 
-export function hookEnv(phase: string, app: WorkloadApp, host: WorkloadHost): Record<string, string> {
+function hookEnv(phase: string, app: WorkloadApp, host: WorkloadHost): Record<string, string> {
   return {
     ROUTESHIFT_PHASE: phase,
     ROUTESHIFT_APP: app.name,

@@ -12,9 +12,6 @@ import { NetnsProcessDriver } from './netns-process.js';
 import { NoneDriver } from './none.js';
 
 export * from './driver.js';
-export { ExecDriver, hookEnv } from './exec.js';
-export { NetnsProcessDriver } from './netns-process.js';
-export { NoneDriver } from './none.js';
 
 export const DRIVER_KINDS = ['none', 'netns-process', 'exec'] as const;
 

@@ -3,7 +3,7 @@
  * network namespace (`ip netns exec NS sh -c "exec CMD"`).
  *
  * The process outlives the controller (a CLI run ends, the app must not),
- * so the PID it started — with its start time, see process.ts — is recorded
+ * so the PID it started — with its start time, see src/os/process.ts — is recorded
  * in a small file under the state directory. That record is how `stop`, a
  * rollback, or a resumed controller find the process again, and the only
  * process `stop` ever signals is the one recorded there. `ip netns exec` and
@@ -26,19 +26,13 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import type { DriverContext, ProbeSpec, WorkloadApp, WorkloadDriver, WorkloadHost } from './driver.js';
-import { identify, isAlive, terminate, type ProcessIdentity } from './process.js';
+import type { DriverContext, DriverSpec, WorkloadApp, WorkloadDriver, WorkloadHost } from './driver.js';
+import { identify, isAlive, terminate, type ProcessIdentity } from '../os/process.js';
 import { runProbe } from './run-probe.js';
 import { expand, templateVars } from './template.js';
 
-export interface NetnsProcessOptions {
-  sourceNetns: string;
-  destNetns: string;
-  command: string;
-  probe?: ProbeSpec;
-  stateDir: string;
-  killAfterMs?: number;
-}
+/** The driver's spec (driver.ts), without its kind. */
+export type NetnsProcessOptions = Omit<Extract<DriverSpec, { kind: 'netns-process' }>, 'kind'>;
 
 interface ProcessRecord extends ProcessIdentity {
   netns: string;

@@ -1,13 +1,19 @@
 /**
- * An in-memory agent implementing `AgentApi` with the semantics of
- * docs/agent-api.md (404 on unknown names, 409 when two names claim one
- * key, idempotent writes, all-or-nothing batches).
+ * A test double of an agent: `AgentApi` in memory.
  *
- * Why it exists: the controller's state machine, journal, resume and drain
- * logic are tested against it while the real agent is being written; the
- * same tests can later be pointed at real agents through `AgentConnector`.
- * It also lets tests inject failures (unreachable, refused, failed) at any
- * call, and records every call so tests can check the order of map changes.
+ * What it is for: the controller's tests that need an agent which fails on
+ * purpose — unreachable, refusing, failing in its kernel, or applying a
+ * request and then losing the answer — at any chosen call (`fault`,
+ * `failOn`, `down`); which records every call, so a test can check the
+ * order of the map changes across agents; and which needs no root, BPF or
+ * network namespace, so those tests run anywhere in milliseconds. The
+ * end-to-end tests drive real agents instead (test/lib/e2e.ts).
+ *
+ * It obeys the model's rules: names, bodies, actions and batch ops are
+ * validated by src/model/entry.ts as the agent validates them, and a
+ * refusal is the agent's (400 naming the field). On top of that, the store
+ * rules of docs/agent-api.md: 404 for an unknown name, 409 when two names
+ * claim one key, writes idempotent by name, a batch all or nothing.
  */
 import {
   type Action,
@@ -18,12 +24,12 @@ import {
   type Delivery,
   type DeliverySpec,
   type Op,
-  type Proto,
   AgentFailedError,
   AgentRefusedError,
   AgentUnreachableError,
-  checkName,
-} from './agent-client.js';
+} from '../../src/controller/agent-client.js';
+import { type AppKey, type EntrySpec, type AppSpec as TypedAppSpec, keyString, parseAction, parseAppBody, parseBatchOp, parseDeliveryBody, parseName } from '../../src/model/entry.js';
+import { ConflictError, FieldError, NotFoundError, isApiError } from '../../src/model/errors.js';
 
 export type MemoryAgentMethod = Exclude<keyof AgentApi, 'url'>;
 
@@ -36,8 +42,8 @@ export interface MemoryCall {
 
 /**
  * Called before every method; throw from it to make the call fail.
- * Returning 'after' applies the call and then throws unreachable — the
- * "applied but the answer was lost" case the controller must survive.
+ * Returning 'lost-answer' applies the call and then throws unreachable —
+ * the "applied but the answer was lost" case the controller must survive.
  */
 export type FaultHook = (call: MemoryCall) => void | 'lost-answer';
 
@@ -68,8 +74,22 @@ export class MemoryAgent implements AgentApi {
     throw new AgentUnreachableError(this.url, call.method, `agent ${this.url} unreachable: ${call.method}: answer lost`);
   }
 
-  private refuse(method: string, status: number, msg: string): never {
-    throw new AgentRefusedError(this.url, method, status, msg, undefined);
+  /**
+   * Run one call: record it, let the fault hook fail it, apply it, answer.
+   * What the model or the store refuse is answered as the agent answers it
+   * (FieldError 400 with its field, NotFoundError 404, ConflictError 409).
+   */
+  private call<T>(c: MemoryCall, apply: () => T): T {
+    const lost = this.enter(c);
+    let out: T;
+    try {
+      out = apply();
+    } catch (err) {
+      if (!isApiError(err)) throw err;
+      throw new AgentRefusedError(this.url, c.method, err.status, err.message, err instanceof FieldError ? err.field : undefined);
+    }
+    if (lost) this.lost(c);
+    return out;
   }
 
   async health(): Promise<boolean> {
@@ -77,9 +97,7 @@ export class MemoryAgent implements AgentApi {
   }
 
   async status(): Promise<AgentStatus> {
-    const c: MemoryCall = { method: 'status' };
-    if (this.enter(c)) this.lost(c);
-    return {
+    return this.call<AgentStatus>({ method: 'status' }, () => ({
       uplink: 'mem0',
       ifindex: 1,
       hook: { type: 'memory', mode: 'memory', programId: 0, uplinkTx: 'xdp-tx', checksPartialChecksums: false },
@@ -93,110 +111,68 @@ export class MemoryAgent implements AgentApi {
       entries: { apps: this.apps.size, deliveries: this.deliveries.size },
       capacity: { apps: 65536, deliveries: 65536 },
       version: 'memory',
-    };
+    }));
   }
 
   async listApps(): Promise<App[]> {
-    const c: MemoryCall = { method: 'listApps' };
-    const lost = this.enter(c);
-    const out = [...this.apps.values()].map((a) => structuredClone(a));
-    if (lost) this.lost(c);
-    return out;
+    return this.call({ method: 'listApps' }, () => [...this.apps.values()].map((a) => structuredClone(a)));
   }
 
   async getApp(name: string): Promise<App | undefined> {
-    const c: MemoryCall = { method: 'getApp', name };
-    if (this.enter(c)) this.lost(c);
-    const a = this.apps.get(name);
-    return a && structuredClone(a);
+    return this.call({ method: 'getApp', name }, () => {
+      const a = this.apps.get(parseName(name));
+      return a && structuredClone(a);
+    });
   }
 
   async putApp(name: string, spec: AppSpec): Promise<App> {
-    const c: MemoryCall = { method: 'putApp', name, body: structuredClone(spec) };
-    const lost = this.enter(c);
-    const app = this.applyPutApp(name, spec);
-    if (lost) this.lost(c);
-    return app;
+    return this.call({ method: 'putApp', name, body: structuredClone(spec) }, () => this.applyPutApp(parseName(name), parseAppBody(spec)));
   }
 
   async setAction(name: string, action: Action): Promise<App> {
-    const c: MemoryCall = { method: 'setAction', name, body: structuredClone(action) };
-    const lost = this.enter(c);
-    const app = this.applySetAction(name, action);
-    if (lost) this.lost(c);
-    return app;
+    return this.call({ method: 'setAction', name, body: structuredClone(action) }, () => this.applySetAction(parseName(name), parseAction(action, 'body')));
   }
 
   async deleteApp(name: string): Promise<boolean> {
-    const c: MemoryCall = { method: 'deleteApp', name };
-    const lost = this.enter(c);
-    const had = this.apps.delete(checkName(name));
-    if (lost) this.lost(c);
-    return had;
+    return this.call({ method: 'deleteApp', name }, () => this.apps.delete(parseName(name)));
   }
 
   async listDeliveries(): Promise<Delivery[]> {
-    const c: MemoryCall = { method: 'listDeliveries' };
-    if (this.enter(c)) this.lost(c);
-    return [...this.deliveries.values()].map((d) => structuredClone(d));
+    return this.call({ method: 'listDeliveries' }, () => [...this.deliveries.values()].map((d) => structuredClone(d)));
   }
 
   async putDelivery(name: string, spec: DeliverySpec): Promise<Delivery> {
-    const c: MemoryCall = { method: 'putDelivery', name, body: structuredClone(spec) };
-    const lost = this.enter(c);
-    const d = this.applyPutDelivery(name, spec);
-    if (lost) this.lost(c);
-    return d;
+    return this.call({ method: 'putDelivery', name, body: structuredClone(spec) }, () => this.applyPutDelivery(parseName(name), parseDeliveryBody(spec)));
   }
 
   async deleteDelivery(name: string): Promise<boolean> {
-    const c: MemoryCall = { method: 'deleteDelivery', name };
-    const lost = this.enter(c);
-    const had = this.deliveries.delete(checkName(name));
-    if (lost) this.lost(c);
-    return had;
+    return this.call({ method: 'deleteDelivery', name }, () => this.deliveries.delete(parseName(name)));
   }
 
   async batch(ops: readonly Op[]): Promise<{ applied: number }> {
-    const c: MemoryCall = { method: 'batch', body: structuredClone(ops) };
-    const lost = this.enter(c);
-    // All or nothing: apply to copies, swap in only when every op succeeded.
-    const apps = new Map([...this.apps].map(([k, v]) => [k, structuredClone(v)]));
-    const deliveries = new Map([...this.deliveries].map(([k, v]) => [k, structuredClone(v)]));
-    const saved = { apps: new Map(this.apps), deliveries: new Map(this.deliveries) };
-    this.swap(apps, deliveries);
-    try {
-      for (const op of ops) {
-        switch (op.op) {
-          case 'put-app': {
-            const { op: _o, name, ...spec } = op;
-            this.applyPutApp(name, spec);
-            break;
-          }
-          case 'set-action':
-            this.applySetAction(op.name, op.action);
-            break;
-          case 'delete-app':
-            this.apps.delete(op.name);
-            break;
-          case 'put-delivery': {
-            const { op: _o, name, ...spec } = op;
-            this.applyPutDelivery(name, spec);
-            break;
-          }
-          case 'delete-delivery':
-            this.deliveries.delete(op.name);
-            break;
-          default:
-            this.refuse('batch', 400, `unknown op ${JSON.stringify((op as { op: unknown }).op)}`);
+    return this.call({ method: 'batch', body: structuredClone(ops) }, () => {
+      // Every op is validated first; then all are applied to copies, swapped in only when every op succeeded.
+      const typed = ops.map((op, i) => parseBatchOp(op, i));
+      const saved = { apps: new Map(this.apps), deliveries: new Map(this.deliveries) };
+      this.swap(
+        new Map([...this.apps].map(([k, v]) => [k, structuredClone(v)])),
+        new Map([...this.deliveries].map(([k, v]) => [k, structuredClone(v)])),
+      );
+      try {
+        for (const [i, op] of typed.entries()) {
+          const unknown = (kind: string) => new NotFoundError(`ops[${i}]: no ${kind} named ${JSON.stringify(op.name)}`);
+          if (op.op === 'put-app') this.applyPutApp(op.name, op.spec);
+          else if (op.op === 'set-action') this.applySetAction(op.name, op.action);
+          else if (op.op === 'put-delivery') this.applyPutDelivery(op.name, op.spec);
+          else if (op.op === 'delete-app' && !this.apps.delete(op.name)) throw unknown('app');
+          else if (op.op === 'delete-delivery' && !this.deliveries.delete(op.name)) throw unknown('delivery');
         }
+      } catch (err) {
+        this.swap(saved.apps, saved.deliveries);
+        throw err;
       }
-    } catch (err) {
-      this.swap(saved.apps, saved.deliveries);
-      throw err;
-    }
-    if (lost) this.lost(c);
-    return { applied: ops.length };
+      return { applied: ops.length };
+    });
   }
 
   private swap(apps: Map<string, App>, deliveries: Map<string, Delivery>): void {
@@ -206,31 +182,26 @@ export class MemoryAgent implements AgentApi {
     for (const [k, v] of deliveries) this.deliveries.set(k, v);
   }
 
-  private key(address: string, proto: Proto, port: number): string {
-    return `${address}|${proto}|${port}`;
+  /** 409 when another name of the same kind holds the key. */
+  private claim(kind: string, entries: Map<string, App | Delivery>, name: string, key: AppKey): void {
+    const k = keyString(key);
+    for (const e of entries.values()) {
+      if (e.name !== name && keyString(e) === k) throw new ConflictError(`address: ${k} already belongs to ${kind} ${JSON.stringify(e.name)}`);
+    }
   }
 
-  private applyPutApp(name: string, spec: AppSpec): App {
-    checkName(name);
-    const proto = spec.proto ?? 'any';
-    const port = spec.port ?? 0;
-    if (proto === 'any' && port !== 0) this.refuse('putApp', 400, 'port must be 0 when proto is any');
-    const k = this.key(spec.address, proto, port);
-    for (const a of this.apps.values()) {
-      if (a.name !== name && this.key(a.address, a.proto, a.port) === k) this.refuse('putApp', 409, `${k} already claimed by app ${a.name}`);
-    }
+  private applyPutApp(name: string, spec: TypedAppSpec): App {
+    this.claim('app', this.apps, name, spec.key);
     const old = this.apps.get(name);
     const app: App = {
       name,
-      address: spec.address,
-      proto,
-      port,
+      ...spec.key,
       dev: spec.dev,
       mac: spec.mac ?? '02:00:00:00:00:01',
       macSource: spec.mac ? 'given' : 'resolved',
-      action: spec.action ?? { type: 'local' },
+      action: spec.action,
       appId: old?.appId ?? this.nextId++,
-      path: { via: spec.action?.type === 'forward' ? 'xdp-tx' : 'xdp' },
+      path: { via: spec.action.type === 'forward' ? 'xdp-tx' : 'xdp' },
       counters: old?.counters ?? { local: zero(), forward: zero() },
     };
     this.apps.set(name, app);
@@ -239,26 +210,17 @@ export class MemoryAgent implements AgentApi {
 
   private applySetAction(name: string, action: Action): App {
     const a = this.apps.get(name);
-    if (!a) this.refuse('setAction', 404, `no app ${name}`);
-    if (action.type === 'forward' && !action.tunnel) this.refuse('setAction', 400, 'forward needs a tunnel');
+    if (!a) throw new NotFoundError(`no app named ${JSON.stringify(name)}`);
     a.action = structuredClone(action);
     return structuredClone(a);
   }
 
-  private applyPutDelivery(name: string, spec: DeliverySpec): Delivery {
-    checkName(name);
-    const proto = spec.proto ?? 'any';
-    const port = spec.port ?? 0;
-    const k = this.key(spec.address, proto, port);
-    for (const d of this.deliveries.values()) {
-      if (d.name !== name && this.key(d.address, d.proto, d.port) === k) this.refuse('putDelivery', 409, `${k} already claimed by delivery ${d.name}`);
-    }
+  private applyPutDelivery(name: string, spec: EntrySpec): Delivery {
+    this.claim('delivery', this.deliveries, name, spec.key);
     const old = this.deliveries.get(name);
     const d: Delivery = {
       name,
-      address: spec.address,
-      proto,
-      port,
+      ...spec.key,
       dev: spec.dev,
       mac: spec.mac ?? '02:00:00:00:00:02',
       macSource: spec.mac ? 'given' : 'resolved',

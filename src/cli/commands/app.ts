@@ -11,7 +11,7 @@ interface CommonArgs {
 }
 
 /** "IP", "IP:PROTO/PORT", "[IPv6]:PROTO/PORT" or "IP:PROTO" → address, proto, port. */
-export function parseAddrArg(text: string): { address: string; proto: Proto; port: number } {
+function parseAddrArg(text: string): { address: string; proto: Proto; port: number } {
   const bad = (): never => {
     throw new UsageError(`--addr ${JSON.stringify(text)}: expected IP, IP:PROTO or IP:PROTO/PORT (IPv6 in brackets), e.g. 10.0.0.5:udp/53`);
   };
@@ -115,7 +115,7 @@ const rm: CommandModule<object, CommonArgs & { name: string }> = {
   builder: (y) => common(y).positional('name', { type: 'string', demandOption: true }) as never,
   handler: async (args) => {
     const removed = await client(args).deleteApp(args.name);
-    if (!removed) throw Object.assign(new Error(`no app named ${args.name} on ${args.agent}`), { exitCode: 1 });
+    if (!removed) throw new Error(`no app named ${args.name} on ${args.agent}`); // exit 1: failed, nothing changed
     process.stdout.write(args.json ? '{"removed":true}\n' : `removed ${args.name}\n`);
   },
 };

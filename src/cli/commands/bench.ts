@@ -8,7 +8,8 @@
  */
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
 import { BENCHMARK_NAMES } from '../../../bench/names.js';
-import { ExitCode, UsageError } from '../common.js';
+import { UsageError } from '../common.js';
+import { ExitCode } from '../exit.js';
 
 interface BenchArgs {
   names: string[];

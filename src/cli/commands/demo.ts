@@ -5,6 +5,7 @@ import type { CommandModule } from 'yargs';
 import type { DemoResult, StreamResult } from '../../demo/scenario.js';
 import { run } from '../../testbed/netns.js';
 import { UsageError } from '../common.js';
+import { ExitCode } from '../exit.js';
 
 interface DemoArgs {
   json: boolean;
@@ -138,6 +139,6 @@ export const demoCommand: CommandModule<object, DemoArgs> = {
     if (tty) process.stdout.write('\r\x1b[2K');
     process.stdout.write(args.json ? `${JSON.stringify(result)}\n` : `${summary(result)}\n`);
     const lost = result.routeshift.streams.some((s) => s.lost > 0 || s.duplicated > 0);
-    if (result.routeshift.migration.outcome !== 'done' || result.routeshift.drain.outcome !== 'done' || lost) process.exitCode = 1;
+    if (result.routeshift.migration.outcome !== 'done' || result.routeshift.drain.outcome !== 'done' || lost) process.exitCode = ExitCode.Failed;
   },
 };

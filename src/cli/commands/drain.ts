@@ -4,20 +4,12 @@
  * batched map update, so the host can be emptied and its kernel replaced.
  */
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
-import { ExitCode, UsageError } from '../common.js';
-import {
-  ProgressPrinter,
-  announceSpec,
-  driverSpec,
-  fmtMs,
-  httpConnector,
-  migrationOptions,
-  parseUrl,
-  timing,
-  type SharedArgs,
-} from '../../controller/cli-support.js';
 import { drain, planDrain, type DrainPlan, type DrainResult } from '../../controller/drain.js';
 import { ControllerMetrics } from '../../controller/metrics.js';
+import { UsageError } from '../common.js';
+import { exitCodeOfOutcome } from '../exit.js';
+import { announceSpec, driverSpec, httpConnector, migrationOptions, parseUrl, timing, type SharedArgs } from '../options.js';
+import { ProgressPrinter, fmtMs } from '../progress.js';
 
 interface DrainArgs extends SharedArgs {
   source: string;
@@ -78,8 +70,7 @@ export const drainCommand: CommandModule<object, DrainArgs> = {
     printer?.flush();
     if (args.json) process.stdout.write(JSON.stringify({ ...result, metrics: await metrics.json() }, null, 2) + '\n');
     else process.stdout.write(resultText(result));
-    process.exitCode =
-      result.outcome === 'done' ? ExitCode.Ok : result.outcome === 'failed' ? ExitCode.NeedsAttention : ExitCode.Failed;
+    process.exitCode = exitCodeOfOutcome(result.outcome);
   },
 };
 

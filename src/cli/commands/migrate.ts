@@ -4,23 +4,15 @@
  * `--resume` finish/undo one a dead controller left half-way.
  */
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
-import { ExitCode, UsageError } from '../common.js';
 import { checkName } from '../../controller/agent-client.js';
-import {
-  ProgressPrinter,
-  announceSpec,
-  driverSpec,
-  fmtMs,
-  httpConnector,
-  migrationOptions,
-  parseUrl,
-  timing,
-  type SharedArgs,
-} from '../../controller/cli-support.js';
-import { describeTable, type MigrationResult } from '../../controller/machine.js';
+import { COMMIT_POINT, describeTable, type MigrationResult } from '../../controller/machine.js';
 import { ControllerMetrics } from '../../controller/metrics.js';
 import { migrate } from '../../controller/migrate.js';
 import { resume, type ResumeResult } from '../../controller/resume.js';
+import { UsageError } from '../common.js';
+import { exitCodeOfOutcome } from '../exit.js';
+import { announceSpec, driverSpec, httpConnector, migrationOptions, parseUrl, timing, type SharedArgs } from '../options.js';
+import { ProgressPrinter, fmtMs } from '../progress.js';
 
 interface MigrateArgs extends SharedArgs {
   name: string;
@@ -30,9 +22,6 @@ interface MigrateArgs extends SharedArgs {
   'dest-mac'?: string;
   resume: boolean;
 }
-
-export const exitCodeOf = (outcome: MigrationResult['outcome']): number =>
-  outcome === 'done' ? ExitCode.Ok : outcome === 'rolled-back' ? ExitCode.Failed : ExitCode.NeedsAttention;
 
 export const migrateCommand: CommandModule<object, MigrateArgs> = {
   command: 'migrate <name>',
@@ -51,16 +40,11 @@ export const migrateCommand: CommandModule<object, MigrateArgs> = {
           describe: 'finish or roll back the last migration of NAME from its journal in --state-dir (after a controller crash); other options come from the journal',
         }),
     ).epilog(
-      `Steps (each journaled before it is applied; any failure before STOP rolls back, after SWITCH rolls forward):\n\n${describeTable()}\n\n` +
+      `Steps (each journaled before it is applied; any failure before ${COMMIT_POINT} rolls back, from ${COMMIT_POINT} on the migration rolls forward):\n\n${describeTable()}\n\n` +
         'Exit codes: 0 done, 1 failed and rolled back, 2 bad usage, 3 failed and needs attention (see --resume).',
     ) as unknown as Argv<MigrateArgs>,
   handler: async (args: ArgumentsCamelCase<MigrateArgs>) => {
-    const name = args.name;
-    try {
-      checkName(name);
-    } catch (err) {
-      throw new UsageError((err as Error).message);
-    }
+    const name = checkName(args.name);
     const connect = httpConnector(args);
     const metrics = new ControllerMetrics();
     const printer = args.json ? undefined : new ProgressPrinter(process.stdout, 1);
@@ -95,7 +79,7 @@ export const migrateCommand: CommandModule<object, MigrateArgs> = {
     } else {
       process.stdout.write(summary(result) + '\n');
     }
-    process.exitCode = exitCodeOf(result.outcome);
+    process.exitCode = exitCodeOfOutcome(result.outcome);
   },
 };
 

@@ -4,12 +4,13 @@
  * state directory did not finish.
  */
 import type { ArgumentsCamelCase, Argv, CommandModule } from 'yargs';
-import { ExitCode } from '../common.js';
 import type { AgentStatus, App, Delivery } from '../../controller/agent-client.js';
-import type { Proto } from '../../model/entry.js';
-import { agentOptions, httpConnector, parseUrl } from '../../controller/cli-support.js';
 import { DEFAULT_STATE_DIR } from '../../controller/journal.js';
+import { message } from '../../controller/machine.js';
 import { unfinishedMigrations, type Unfinished } from '../../controller/unfinished.js';
+import type { Proto } from '../../model/entry.js';
+import { ExitCode } from '../exit.js';
+import { agentOptions, httpConnector, parseUrl } from '../options.js';
 
 interface StatusArgs {
   agents: string[];
@@ -51,7 +52,7 @@ export const statusCommand: CommandModule<object, StatusArgs> = {
           const [status, apps, deliveries] = await Promise.all([c.status(), c.listApps(), c.listDeliveries()]);
           return { url: c.url, ok: true, status, apps, deliveries };
         } catch (err) {
-          return { url: c.url, ok: false, error: (err as Error).message };
+          return { url: c.url, ok: false, error: message(err) };
         }
       }),
     );
