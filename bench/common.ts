@@ -1,11 +1,12 @@
 /**
- * Helpers the routeshift-level benchmarks share: CPU time from /proc/stat,
+ * Helpers the routeshift-level benchmarks share: CPU time from /proc/stat
+ * and of tasks (schedstat),
  * the C helper (bench/out/update_c), a token file for agents, pin
  * directories, wall-clock time comparable across processes.
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { repoRoot } from '../src/bpf/native.js';
@@ -37,6 +38,29 @@ export function cpuSoftirqNs(cpu?: number): number {
   const line = cpu === undefined ? lines[0]! : lines.find((l) => l.startsWith(`cpu${cpu} `)) ?? '';
   const f = line.trim().split(/\s+/).slice(1).map(Number);
   return ((f[6] ?? 0) * 1e9) / USER_HZ;
+}
+
+/** The pid of the kernel thread that runs deferred softirq work on `cpu` (ksoftirqd/N), if there is one. */
+export function ksoftirqdPid(cpu: number): number | undefined {
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      if (readFileSync(`/proc/${d}/comm`, 'utf8').trim() === `ksoftirqd/${cpu}`) return Number(d);
+    } catch {
+      /* exited */
+    }
+  }
+  return undefined;
+}
+
+/** Time a task has run on a CPU, ns (the scheduler's sum_exec_runtime, /proc/PID/schedstat); 0 when unknown. */
+export function taskRuntimeNs(pid: number | undefined): number {
+  if (pid === undefined) return 0;
+  try {
+    return Number(readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ')[0]);
+  } catch {
+    return 0;
+  }
 }
 
 export function updateCPath(): string {

@@ -23,6 +23,8 @@ export interface Row {
   note?: string;
   /** Further numbers of the same measurement (counts, rates of the sender…). */
   extra?: Record<string, number | string | boolean>;
+  /** The benchmark that produced the row (set by the harness). */
+  bench?: string;
 }
 
 export interface BenchContext {
@@ -45,6 +47,12 @@ export interface BenchResults {
   rows: Row[];
   broken: { name: string; error: string }[];
   durationsMs: Record<string, number>;
+  /**
+   * The run (its date) and kernel each benchmark's rows come from: one run
+   * for all, unless a run of some benchmarks was merged into earlier
+   * results (mergeResults).
+   */
+  runs?: Record<string, { date: string; kernel: string }>;
 }
 
 /**
@@ -102,9 +110,11 @@ export async function runBenchmarks(
     rows: [],
     broken: [],
     durationsMs: {},
+    runs: {},
   };
   for (const b of chosen) {
     const t0 = performance.now();
+    results.runs![b.name] = { date: results.date, kernel: results.machine.kernel };
     log(`running ${b.name}: ${b.title}${opts.quick ? ' (quick)' : ''}`);
     try {
       const rows = await b.run({ quick: opts.quick, log: (m) => log(`  ${b.name}: ${m}`) });
@@ -112,13 +122,60 @@ export async function runBenchmarks(
       if (!rows.length || bad.length) {
         throw new Error(`produced ${rows.length} rows, ${bad.length} without finite numbers`);
       }
-      results.rows.push(...rows);
+      results.rows.push(...rows.map((r) => ({ ...r, bench: b.name })));
     } catch (err) {
       results.broken.push({ name: b.name, error: err instanceof Error ? err.message : String(err) });
     }
     results.durationsMs[b.name] = Math.round(performance.now() - t0);
   }
   return results;
+}
+
+/**
+ * A run of some benchmarks merged into earlier results: the rows, duration,
+ * breakage and run record of every benchmark that ran now replace those it
+ * had; the other benchmarks' stay as they were measured, each with its own
+ * date and kernel in `runs`. Rows are kept in `order` (benchmark names, the
+ * run order). A row of earlier results that does not say which benchmark
+ * made it is replaced by a fresh row of the same name, else kept, last.
+ */
+export function mergeResults(earlier: BenchResults, fresh: BenchResults, order: readonly string[]): BenchResults {
+  const ran = new Set(Object.keys(fresh.durationsMs));
+  const freshNames = new Set(fresh.rows.map((r) => r.name));
+  const kept = earlier.rows.filter((r) => (r.bench ? !ran.has(r.bench) : !freshNames.has(r.name)));
+  const rank = (r: Row): number => {
+    const i = order.indexOf(r.bench ?? '');
+    return i < 0 ? order.length : i;
+  };
+  const rows = [...kept, ...fresh.rows]
+    .map((r, i) => ({ r, i }))
+    .sort((a, b) => rank(a.r) - rank(b.r) || a.i - b.i)
+    .map((x) => x.r);
+  const byOrder = <T>(rec: Record<string, T>): Record<string, T> =>
+    Object.fromEntries(Object.entries(rec).sort(([a], [b]) => (order.indexOf(a) >>> 0) - (order.indexOf(b) >>> 0)));
+  const earlierRuns = earlier.runs ?? Object.fromEntries(Object.keys(earlier.durationsMs).map((n) => [n, { date: earlier.date, kernel: earlier.machine.kernel }]));
+  const keptOf = <T>(rec: Record<string, T>): Record<string, T> => Object.fromEntries(Object.entries(rec).filter(([n]) => !ran.has(n)));
+  return {
+    ...fresh,
+    rows,
+    broken: [...earlier.broken.filter((b) => !ran.has(b.name)), ...fresh.broken],
+    durationsMs: byOrder({ ...keptOf(earlier.durationsMs), ...fresh.durationsMs }),
+    runs: byOrder({ ...keptOf(earlierRuns), ...(fresh.runs ?? {}) }),
+  };
+}
+
+/**
+ * When the benchmarks of merged results ran ("fwd, scale <date> on kernel
+ * <k>; paths <date> on kernel <k>"), or undefined when they all ran in one
+ * run: the date and the machine's kernel say it.
+ */
+export function mergedRuns(res: BenchResults): string | undefined {
+  const groups = new Map<string, string[]>();
+  for (const [name, r] of Object.entries(res.runs ?? {})) {
+    const k = `${r.date} on kernel ${r.kernel}`;
+    groups.set(k, [...(groups.get(k) ?? []), name]);
+  }
+  return groups.size > 1 ? [...groups].map(([k, names]) => `${names.join(', ')} ${k}`).join('; ') : undefined;
 }
 
 const fmt = (n: number): string =>
@@ -141,8 +198,9 @@ export function formatTable(res: BenchResults): string {
   const line = (cells: string[]): string => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
   const out = [line(head), line(widths.map((w) => '-'.repeat(w))), ...body.map(line)];
   for (const b of res.broken) out.push(`BROKEN ${b.name}: ${b.error}`);
+  const merged = mergedRuns(res);
   out.push(
-    `${res.machine.cpu}, ${res.machine.cpus} CPUs, kernel ${res.machine.kernel}, ${res.date}${res.quick ? ' (quick: small sizes, not figures to quote)' : ''}`,
+    `${res.machine.cpu}, ${res.machine.cpus} CPUs, ${merged ? `measured ${merged}` : `kernel ${res.machine.kernel}, ${res.date}`}${res.quick ? ' (quick: small sizes, not figures to quote)' : ''}`,
   );
   return out.join('\n');
 }
@@ -156,7 +214,13 @@ export function formatMarkdown(res: BenchResults): string {
     );
   }
   for (const b of res.broken) out.push(`| ${b.name} | BROKEN: ${b.error} | | | | |`);
-  out.push('', `Measured ${res.date} on ${res.machine.cpu}, ${res.machine.cpus} CPUs, ${res.machine.memGiB} GiB, kernel ${res.machine.kernel}${res.quick ? ' (quick run)' : ''}.`);
+  const merged = mergedRuns(res);
+  out.push(
+    '',
+    merged
+      ? `Measured on ${res.machine.cpu}, ${res.machine.cpus} CPUs, ${res.machine.memGiB} GiB: ${merged}${res.quick ? ' (quick run)' : ''}.`
+      : `Measured ${res.date} on ${res.machine.cpu}, ${res.machine.cpus} CPUs, ${res.machine.memGiB} GiB, kernel ${res.machine.kernel}${res.quick ? ' (quick run)' : ''}.`,
+  );
   return out.join('\n');
 }
 

@@ -3,4 +3,4 @@
  * can list and check them without loading them (bench/index.ts verifies
  * this list against the modules).
  */
-export const BENCHMARK_NAMES = ['fwd', 'scale', 'pps', 'map-update', 'batch-update', 'switchover', 'drain', 'agent-memory'] as const;
+export const BENCHMARK_NAMES = ['fwd', 'scale', 'pps', 'paths', 'map-update', 'batch-update', 'switchover', 'drain', 'agent-memory'] as const;

@@ -15,6 +15,10 @@
  *                 same counting point for routeshift and the kernel baseline.
  * bench_sink_xdp  XDP on the first hop (the fabric's side of the client
  *                 veth): count, drop — measures the sender's own rate.
+ *                 Both also time the stream they count (sink_time): when
+ *                 its first packet arrived, and every 64th, so a rate can be
+ *                 taken over the packets themselves, without the test run's
+ *                 setup and teardown around them (bench/paths.ts).
  * bench_pass      XDP_PASS, for veth peers that must run an XDP program to
  *                 accept native XDP frames (docs/architecture.md, kernel facts).
  */
@@ -43,6 +47,21 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } sink_count SEC(".maps");
+
+/* per-CPU, same slots: the stream's first arrival and the latest 64th (ns, bpf_ktime_get_ns) */
+struct sink_time {
+	__u64 count;      /* packets since user space zeroed the slot */
+	__u64 first_ns;   /* arrival of packet 1 */
+	__u64 last_ns;    /* arrival of packet last_count */
+	__u64 last_count; /* a multiple of 64 */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct sink_time);
+} sink_time SEC(".maps");
 
 /* per-CPU source port counter of the generator */
 struct {
@@ -73,9 +92,20 @@ int bench_gen(struct xdp_md *ctx)
 static __always_inline void count(__u32 idx)
 {
 	__u64 *c = bpf_map_lookup_elem(&sink_count, &idx);
+	struct sink_time *t = bpf_map_lookup_elem(&sink_time, &idx);
+	__u64 n;
 
 	if (c)
 		*c += 1;
+	if (!t)
+		return;
+	n = ++t->count;
+	if (n == 1) {
+		t->first_ns = bpf_ktime_get_ns();
+	} else if (!(n & 63)) {
+		t->last_ns = bpf_ktime_get_ns();
+		t->last_count = n;
+	}
 }
 
 SEC("tc")

@@ -6,15 +6,18 @@
  *
  * Default output: bench/results.json (bench/out/results-quick.json with
  * --quick, so a quick run never overwrites the figures of a real one), and
- * beside it the plot (.svg) and the Markdown page (.md) of the same results;
- * a full run of every benchmark to the default path also rewrites the table
- * in bench/README.md (between its results markers).
+ * beside it the plot (.svg) and the Markdown page (.md) of the same results.
+ * A run of some benchmarks to the default path merges into what the file
+ * holds (the others' rows stay, each benchmark with its own run date in
+ * `runs`); whenever the default full file then holds every benchmark, the
+ * table in bench/README.md (between its results markers) is rewritten.
+ * With --out FILE, FILE holds exactly this run.
  * Exit 1 only when a benchmark is broken, not when a goal is missed.
  */
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { repoRoot } from '../src/bpf/native.js';
-import { formatMarkdown, formatTable, runBenchmarks, type BenchResults } from './harness.js';
+import { formatMarkdown, formatTable, mergeResults, runBenchmarks, type BenchResults } from './harness.js';
 import { BENCHMARKS } from './index.js';
 import { renderResultsMarkdown, renderSvg, updateReadme } from './report.js';
 
@@ -33,23 +36,49 @@ export function defaultOutPath(quick: boolean): string {
   return quick ? join(repoRoot(), 'bench', 'out', 'results-quick.json') : join(repoRoot(), 'bench', 'results.json');
 }
 
+/**
+ * The earlier results a run of some benchmarks merges into: those in the
+ * default results file, when it holds results of the same kind (quick or
+ * not). A run of every benchmark, or to a file given with --out, replaces
+ * the file instead.
+ */
+function earlierResults(out: string, quick: boolean, names: readonly string[]): BenchResults | undefined {
+  if (!names.length || out !== resolve(defaultOutPath(quick)) || !existsSync(out)) return undefined;
+  try {
+    const r = JSON.parse(readFileSync(out, 'utf8')) as BenchResults;
+    return r.quick === quick && Array.isArray(r.rows) ? r : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 export async function runBench(opts: RunOptions = {}): Promise<{ results: BenchResults; out: string }> {
   const quick = opts.quick ?? false;
-  const results = await runBenchmarks(BENCHMARKS, opts.names ?? [], {
+  const names = opts.names ?? [];
+  const fresh = await runBenchmarks(BENCHMARKS, names, {
     quick,
     log: opts.log ?? ((m) => process.stderr.write(`[bench] ${m}\n`)),
   });
   const out = resolve(opts.out ?? defaultOutPath(quick));
+  const earlier = earlierResults(out, quick, names);
+  // a run of some benchmarks keeps the others' results in the default file (each with its own run date)
+  const results = earlier ? mergeResults(earlier, fresh, BENCHMARKS.map((b) => b.name)) : fresh;
   mkdirSync(dirname(out), { recursive: true });
   writeFileSync(out, JSON.stringify(results, null, 2) + '\n');
   const base = out.replace(/\.json$/, '');
   writeFileSync(`${base}.svg`, renderSvg(results));
   writeFileSync(`${base}.md`, renderResultsMarkdown(results));
   const readme = join(repoRoot(), 'bench', 'README.md');
-  const updated = out === resolve(defaultOutPath(false)) && !quick && !(opts.names ?? []).length && updateReadme(readme, results);
-  process.stdout.write(opts.json ? JSON.stringify(results, null, 2) + '\n' : formatTable(results) + '\n');
-  if (!opts.json) process.stderr.write(`[bench] results written to ${out}, ${base}.svg, ${base}.md${updated ? `, table in ${readme}` : ''}\n`);
-  return { results, out };
+  const complete = BENCHMARKS.every((b) => b.name in results.durationsMs);
+  const updated = out === resolve(defaultOutPath(false)) && !quick && complete && updateReadme(readme, results);
+  // what ran now is printed (and returned); the file holds it merged with the rest
+  process.stdout.write(opts.json ? JSON.stringify(fresh, null, 2) + '\n' : formatTable(fresh) + '\n');
+  if (!opts.json) {
+    process.stderr.write(
+      `[bench] results ${earlier ? `merged into the earlier results of the other benchmarks in` : 'written to'} ${out}, ${base}.svg, ${base}.md${updated ? `, table in ${readme}` : ''}\n`,
+    );
+  }
+  return { results: fresh, out };
 }
 
 async function main(): Promise<void> {
