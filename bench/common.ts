@@ -10,6 +10,7 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { repoRoot } from '../src/bpf/native.js';
+import { parseIPv4, parseMac } from '../src/model/address.js';
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -129,3 +130,46 @@ export function rssOf(pid: number): { rss: number; anon: number; file: number; s
 }
 
 export const fmtMs = (ms: number): string => (ms >= 100 ? ms.toFixed(0) : ms.toFixed(2));
+
+/** Internet checksum of a header (RFC 1071). */
+function ipChecksum(b: Buffer): number {
+  let s = 0;
+  for (let i = 0; i + 1 < b.length; i += 2) s += b.readUInt16BE(i);
+  while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
+  return ~s & 0xffff;
+}
+
+/** What a generated Ethernet + IPv4 + UDP test frame carries. */
+export interface Udp4Frame {
+  dstMac: string;
+  srcMac: string;
+  src4: string;
+  /** Dotted quad or its 4 bytes. */
+  dst4: string | Buffer;
+  sport: number;
+  dport: number;
+  /** Whole frame, Ethernet header included (default 64). */
+  bytes?: number;
+}
+
+/** One Ethernet + IPv4 + UDP frame, IP checksum filled, UDP checksum 0 (none: allowed for IPv4). */
+export function udp4Frame(o: Udp4Frame): Buffer {
+  const f = Buffer.alloc(o.bytes ?? 64);
+  parseMac(o.dstMac).copy(f, 0);
+  parseMac(o.srcMac).copy(f, 6);
+  f.writeUInt16BE(0x0800, 12);
+  const ip = f.subarray(14, 34);
+  ip[0] = 0x45;
+  ip.writeUInt16BE(f.length - 14, 2);
+  ip.writeUInt16BE(0x4000, 6); // DF
+  ip[8] = 64;
+  ip[9] = 17;
+  parseIPv4(o.src4).copy(ip, 12);
+  (typeof o.dst4 === 'string' ? parseIPv4(o.dst4) : o.dst4).copy(ip, 16);
+  ip.writeUInt16BE(ipChecksum(ip), 10);
+  const udp = f.subarray(34);
+  udp.writeUInt16BE(o.sport, 0);
+  udp.writeUInt16BE(o.dport, 2);
+  udp.writeUInt16BE(udp.length, 4);
+  return f;
+}

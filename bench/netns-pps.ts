@@ -27,12 +27,11 @@
  */
 import { execFileSync } from 'node:child_process';
 import { BpfObject, detachTc, detachXdp, ifindexOf, inNetns, perCpu, rawBytes, u32, u64, type BpfMap, type Program } from '../src/bpf/index.js';
-import { parseIPv4, parseMac } from '../src/model/address.js';
 import { HostDatapath } from '../src/datapath/host.js';
 import { configOf } from '../src/datapath/structs.js';
 import { KernelBaseline } from '../src/testbed/kernel-baseline.js';
 import { Topology, type AppNode } from '../src/testbed/topology.js';
-import { cpuBusyNs, cpuSoftirqNs, pinDirFor, ppsObjectPath, removePinDir, xdpgenPath } from './common.js';
+import { cpuBusyNs, cpuSoftirqNs, pinDirFor, ppsObjectPath, removePinDir, udp4Frame, xdpgenPath } from './common.js';
 import { median, ratioRow, type Benchmark, type Row } from './harness.js';
 
 const FRAME = 64;
@@ -40,33 +39,10 @@ const PORT = 9999;
 /** The CPU the generator is pinned to: the whole path runs there (softirq of the veths it feeds). */
 const GEN_CPU = 1;
 
-function csum(b: Buffer): number {
-  let s = 0;
-  for (let i = 0; i + 1 < b.length; i += 2) s += b.readUInt16BE(i);
-  while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
-  return ~s & 0xffff;
-}
-
 /** 64-byte Ethernet + IPv4 + UDP frame from the client to the app (UDP checksum 0: none). */
 function clientFrame(topo: Topology, app: AppNode): Buffer {
-  const f = Buffer.alloc(FRAME);
-  parseMac('02:72:73:00:00:01').copy(f, 0); // the fabric's side of the client veth (macOf(0,0,1))
-  parseMac(topo.client.mac).copy(f, 6);
-  f.writeUInt16BE(0x0800, 12);
-  const ip = f.subarray(14, 34);
-  ip[0] = 0x45;
-  ip.writeUInt16BE(FRAME - 14, 2);
-  ip.writeUInt16BE(0x4000, 6);
-  ip[8] = 64;
-  ip[9] = 17;
-  parseIPv4(topo.client.addr4).copy(ip, 12);
-  parseIPv4(app.addr4).copy(ip, 16);
-  ip.writeUInt16BE(csum(ip), 10);
-  const udp = f.subarray(34);
-  udp.writeUInt16BE(1024, 0);
-  udp.writeUInt16BE(PORT, 2);
-  udp.writeUInt16BE(FRAME - 34, 4);
-  return f;
+  // to the fabric's side of the client veth (macOf(0,0,1))
+  return udp4Frame({ dstMac: '02:72:73:00:00:01', srcMac: topo.client.mac, src4: topo.client.addr4, dst4: app.addr4, sport: 1024, dport: PORT, bytes: FRAME });
 }
 
 interface Round {

@@ -68,12 +68,12 @@ import {
 import { repoRoot } from '../src/bpf/native.js';
 import { SystemLinks } from '../src/agent/links.js';
 import { uplinkFacts, withUplinkFacts } from '../src/agent/paths.js';
-import { parseIPv4, parseMac } from '../src/model/address.js';
+import { parseMac } from '../src/model/address.js';
 import { HostDatapath, TC_HOOK } from '../src/datapath/host.js';
 import { appKeyCodec, configOf, type AppKey, type Path, type RedirectValue } from '../src/datapath/structs.js';
 import { Netns, veth } from '../src/testbed/netns.js';
 import { Topology, macOf, type HostNode } from '../src/testbed/topology.js';
-import { cpuBusyNs, cpuSoftirqNs, ksoftirqdPid, pinDirFor, ppsObjectPath, removePinDir, taskRuntimeNs, xdpgenPath } from './common.js';
+import { cpuBusyNs, cpuSoftirqNs, ksoftirqdPid, pinDirFor, ppsObjectPath, removePinDir, taskRuntimeNs, udp4Frame, xdpgenPath } from './common.js';
 import { median, ratioRow, type Benchmark, type Row } from './harness.js';
 
 const FRAME = 64;
@@ -89,33 +89,9 @@ export function refLocalObjectPath(): string {
   return p;
 }
 
-function csum(b: Buffer): number {
-  let s = 0;
-  for (let i = 0; i + 1 < b.length; i += 2) s += b.readUInt16BE(i);
-  while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
-  return ~s & 0xffff;
-}
-
 /** A 64-byte Ethernet + IPv4 + UDP frame as the fabric sends it to A for `addr4` (UDP checksum 0: none). */
 function frameTo(host: HostNode, src4: string, addr4: string): Buffer {
-  const f = Buffer.alloc(FRAME);
-  parseMac(host.mac).copy(f, 0);
-  parseMac(host.fabricMac).copy(f, 6);
-  f.writeUInt16BE(0x0800, 12);
-  const ip = f.subarray(14, 34);
-  ip[0] = 0x45;
-  ip.writeUInt16BE(FRAME - 14, 2);
-  ip.writeUInt16BE(0x4000, 6);
-  ip[8] = 64;
-  ip[9] = 17;
-  parseIPv4(src4).copy(ip, 12);
-  parseIPv4(addr4).copy(ip, 16);
-  ip.writeUInt16BE(csum(ip), 10);
-  const udp = f.subarray(34);
-  udp.writeUInt16BE(1024, 0);
-  udp.writeUInt16BE(PORT, 2);
-  udp.writeUInt16BE(FRAME - 34, 4);
-  return f;
+  return udp4Frame({ dstMac: host.mac, srcMac: host.fabricMac, src4, dst4: addr4, sport: 1024, dport: PORT, bytes: FRAME });
 }
 
 /** One delivery target: an app on A and how it hangs off A. */

@@ -24,6 +24,7 @@ import {
 } from '../src/bpf/index.js';
 import { repoRoot } from '../src/bpf/native.js';
 import { parseIPv4, parseMac } from '../src/model/address.js';
+import { udp4Frame } from './common.js';
 import {
   LAYOUT,
   appKeyCodec,
@@ -68,33 +69,9 @@ export function appAddr(i: number): Buffer {
   return b;
 }
 
-function csum(b: Buffer): number {
-  let s = 0;
-  for (let i = 0; i + 1 < b.length; i += 2) s += b.readUInt16BE(i);
-  while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
-  return ~s & 0xffff;
-}
-
 /** A 64-byte Ethernet + IPv4 + UDP frame (dport 5000) to `dst`, checksums filled. */
 export function frameTo(dst: Buffer): Buffer {
-  const f = Buffer.alloc(FRAME_BYTES);
-  parseMac(NET.upMac).copy(f, 0);
-  parseMac(NET.routerMac).copy(f, 6);
-  f.writeUInt16BE(0x0800, 12);
-  const ip = f.subarray(14, 34);
-  ip[0] = 0x45;
-  ip.writeUInt16BE(FRAME_BYTES - 14, 2);
-  ip.writeUInt16BE(0x4000, 6);
-  ip[8] = 64;
-  ip[9] = 17;
-  parseIPv4(NET.client4).copy(ip, 12);
-  dst.copy(ip, 16);
-  ip.writeUInt16BE(csum(ip), 10);
-  const udp = f.subarray(34);
-  udp.writeUInt16BE(40000, 0);
-  udp.writeUInt16BE(5000, 2);
-  udp.writeUInt16BE(udp.length, 4); // checksum 0: none (IPv4)
-  return f;
+  return udp4Frame({ dstMac: NET.upMac, srcMac: NET.routerMac, src4: NET.client4, dst4: dst, sport: 40000, dport: 5000, bytes: FRAME_BYTES });
 }
 
 /** A namespace with eth0 (the ingress) and the tunnel endpoint's neighbour pinned. */
