@@ -41,7 +41,7 @@ export class AgentRig {
       process.env[k] = v;
     }
     try {
-      const a = await AgentProcess.start({ netns: this.topo.host(host).ns.name, pinDir: pin, tokenFile: this.token.tokenFile, args, readyTimeoutMs: 30_000 });
+      const a = await AgentProcess.start({ netns: this.topo.host(host).ns.name, pinDir: pin, tokenFile: this.token.tokenFile, args, readyTimeoutMs: 90_000 /* adopting a million pinned entries on a loaded machine */ });
       this.agents[host] = a;
       return a;
     } finally {

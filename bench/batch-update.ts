@@ -3,7 +3,7 @@
  *  - from TypeScript, BpfMap.updateBatch in batches of 10,000 rs_redirect
  *    entries (codec encoding included), against the same batches in C
  *    through libbpf's bpf_map_update_batch (bench/out/update_c) on the same
- *    pinned map; goal ≥ 0.8× C;
+ *    pinned map; goal ≥ 0.9× C (issue #16);
  *  - through a real agent's batch endpoint: POST /v1/batch with 100,000
  *    put-app ops (FORWARD entries) end to end — validation, planning, the
  *    batched map updates, logging, answer — against C's rate of the same run
@@ -13,7 +13,7 @@ import { BpfMap, MapType, rawBytes } from '../src/bpf/index.js';
 import { appKeyCodec, redirectValueCodec, type AppKey, type RedirectValue } from '../src/datapath/structs.js';
 import { uniquePrefix } from '../src/testbed/netns.js';
 import { AgentRig, benchAddr, postBatch } from './agent-rig.js';
-import { removePinDir, runUpdateC } from './common.js';
+import { removePinDir, runUpdateC, taskRuntimeNs } from './common.js';
 import { median, ratioRow, type Benchmark, type Row } from './harness.js';
 
 const BATCH = 10_000;
@@ -67,7 +67,7 @@ export const batchUpdate: Benchmark = {
           unit: 'entries/s',
           baselineName: 'C libbpf bpf_map_update_batch',
           maxRatio: null,
-          minRatio: 0.8,
+          minRatio: 0.9,
           note: `${n} rs_redirect entries per round in batches of ${BATCH} (the first TS round creates, the rest replace), median of ${rounds} rounds; TS includes building the key/value buffers with the codecs`,
           extra: { tsPreEncodedPerS: Math.round(rawRate) },
         }),
@@ -99,11 +99,13 @@ export const batchUpdate: Benchmark = {
         dev: 'vx',
         action: { type: 'forward', tunnel: '10.2.0.2' },
       }));
+      const cpu0 = taskRuntimeNs(rig.agent('A').pid);
       const ms = await postBatch(rig.agent('A'), ops);
+      const cpuMs = (taskRuntimeNs(rig.agent('A').pid) - cpu0) / 1e6; // the agent's main thread: what the batch cost it, whatever else ran
       const rate = (nAgent * 1000) / ms;
       const st = (await rig.agent('A').request('GET', '/status')).json as { entries: { apps: number } };
       if (st.entries.apps !== nAgent) throw new Error(`agent holds ${st.entries.apps} apps after the batch, not ${nAgent}`);
-      ctx.log(`agent batch of ${nAgent}: ${ms.toFixed(0)} ms, ${Math.round(rate)} entries/s`);
+      ctx.log(`agent batch of ${nAgent}: ${ms.toFixed(0)} ms, ${Math.round(rate)} entries/s; agent main thread on CPU ${cpuMs.toFixed(0)} ms`);
       rows.push(
         ratioRow({
           name: `agent batch ${nAgent >= 1000 ? `${nAgent / 1000}k` : nAgent} entries`,
@@ -112,8 +114,10 @@ export const batchUpdate: Benchmark = {
           unit: 'entries/s',
           baselineName: 'C libbpf batch (above)',
           maxRatio: null,
-          note: `one POST /v1/batch of ${nAgent} put-app ops (FORWARD) to a real agent over loopback HTTP, end to end (${ms.toFixed(0)} ms): JSON parse, validation, plan, batched updates of meta + rs_redirect, logging`,
-          extra: { ms: Math.round(ms), entries: nAgent },
+          note:
+            `one POST /v1/batch of ${nAgent} put-app ops (FORWARD) to a real agent over loopback HTTP, end to end (${ms.toFixed(0)} ms; the agent's main thread ran ${cpuMs.toFixed(0)} ms of it): ` +
+            'JSON parse, validation, plan, intent record, batched updates of meta + names + rs_redirect + counters, logging',
+          extra: { ms: Math.round(ms), entries: nAgent, agentCpuMs: Math.round(cpuMs) },
         }),
       );
     } finally {

@@ -40,6 +40,7 @@ Napi::Function MapHandle::Init(Napi::Env env) {
   Napi::Function ctor = DefineClass(
       env, "MapHandle",
       {InstanceMethod("info", &MapHandle::Info), InstanceMethod("lookupInto", &MapHandle::LookupInto),
+       InstanceMethod("lookupMany", &MapHandle::LookupMany),
        InstanceMethod("update", &MapHandle::Update), InstanceMethod("delete", &MapHandle::Delete),
        InstanceMethod("nextKey", &MapHandle::NextKey),
        InstanceMethod("updateBatch", &MapHandle::UpdateBatch),
@@ -145,6 +146,38 @@ Napi::Value MapHandle::LookupInto(const Napi::CallbackInfo& info) {
     ThrowErrno(env, errno, What("lookup in"));
   }
   return Napi::Boolean::New(env, true);
+}
+
+// lookupMany(keys, count, values, found) -> how many were found. `keys` holds
+// `count` keys back to back; value i goes to `values` at i * value size and
+// found[i] is 1 (0 when absent, its value bytes untouched). One crossing of
+// the N-API boundary for a page of entries instead of one per key (the
+// kernel has no batched lookup of given keys: BPF_MAP_LOOKUP_BATCH walks).
+Napi::Value MapHandle::LookupMany(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = Fd(env, "lookup in");
+  auto keys = BufferArg(info, 0, "keys");
+  uint32_t count = U32Arg(info, 1, 0);
+  auto values = BufferArg(info, 2, "values");
+  auto found = BufferArg(info, 3, "found");
+  size_t vb = ValueBytes();
+  if (keys.Length() != static_cast<size_t>(count) * key_size_ || values.Length() != static_cast<size_t>(count) * vb ||
+      found.Length() != count) {
+    throw Napi::RangeError::New(env, What("lookup in") + ": buffers do not hold " + std::to_string(count) +
+                                         " keys, values and found flags");
+  }
+  uint32_t n = 0;
+  for (uint32_t i = 0; i < count; i++) {
+    if (bpf_map_lookup_elem(fd, keys.Data() + static_cast<size_t>(i) * key_size_, values.Data() + i * vb) == 0) {
+      found.Data()[i] = 1;
+      n++;
+    } else if (errno == ENOENT) {
+      found.Data()[i] = 0;
+    } else {
+      ThrowErrno(env, errno, What("lookup in"));
+    }
+  }
+  return Napi::Number::New(env, n);
 }
 
 // update(key, value, flags) with BPF_ANY / BPF_NOEXIST / BPF_EXIST.

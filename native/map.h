@@ -26,6 +26,7 @@ class MapHandle : public Napi::ObjectWrap<MapHandle> {
 
   Napi::Value Info(const Napi::CallbackInfo& info);
   Napi::Value LookupInto(const Napi::CallbackInfo& info);
+  Napi::Value LookupMany(const Napi::CallbackInfo& info);
   Napi::Value Update(const Napi::CallbackInfo& info);
   Napi::Value Delete(const Napi::CallbackInfo& info);
   Napi::Value NextKey(const Napi::CallbackInfo& info);
@@ -41,6 +42,7 @@ class MapHandle : public Napi::ObjectWrap<MapHandle> {
   std::string name_;
   uint32_t type_ = 0, key_size_ = 0, value_size_ = 0, max_entries_ = 0, flags_ = 0, id_ = 0;
   bool per_cpu_ = false;
+
 };
 
 // Module-level map functions: create, open pinned, open by id.

@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import type { HostDatapath } from '../datapath/host.js';
 import type { EntryKind } from '../datapath/meta.js';
 import type { AppKey } from '../datapath/structs.js';
+import { keyString } from '../model/entry.js';
 import { isPortKey, keyId, nameId, type Catalog } from './catalog.js';
 
 // What adoption knows of each id (#adopt).
@@ -61,6 +62,7 @@ export function adopt(dp: HostDatapath, c: Catalog, log: Logger): string[] {
     state[appId] = HAS_META | (meta.kind === 'delivery' ? IS_DELIVERY : 0);
     keyClaim[appId] = hash53(keyId(meta.kind, meta.key));
     nameClaim[appId] = hash53(nameId(meta.kind, meta.name));
+    if (meta.generation > c.generation) c.generation = meta.generation; // the write counter goes on where it was
   }
 
   // An id is live when the entry at its key carries it.
@@ -78,6 +80,7 @@ export function adopt(dp: HostDatapath, c: Catalog, log: Logger): string[] {
   const orphanDeliveries: AppKey[] = [];
   for (const [key, value] of dp.redirect.entries()) {
     c.entries.rs_redirect++;
+    c.present.redirect.add(keyString(key));
     if (value.action === 'ports-only') continue;
     if (!confirm('app', key, value.appId)) {
       orphanApps.push(key);
@@ -89,6 +92,7 @@ export function adopt(dp: HostDatapath, c: Catalog, log: Logger): string[] {
   }
   for (const [key, value] of dp.deliver.entries()) {
     c.entries.rs_deliver++;
+    c.present.deliver.add(keyString(key));
     if (confirm('delivery', key, value.appId)) c.counts.deliveries++;
     else orphanDeliveries.push(key);
   }
@@ -96,6 +100,8 @@ export function adopt(dp: HostDatapath, c: Catalog, log: Logger): string[] {
   if (orphanDeliveries.length) dp.deliver.deleteBatch(orphanDeliveries);
   c.entries.rs_redirect -= orphanApps.length;
   c.entries.rs_deliver -= orphanDeliveries.length;
+  for (const k of orphanApps) c.present.redirect.remove(keyString(k));
+  for (const k of orphanDeliveries) c.present.deliver.remove(keyString(k));
   for (const k of orphanApps) if (isPortKey(k)) flagged.add(k.address); // its placeholder may be left alone
 
   const stale = outOfRange;
@@ -106,18 +112,26 @@ export function adopt(dp: HostDatapath, c: Catalog, log: Logger): string[] {
   // The name index: each live id needs exactly its own name pointing at it.
   const orphans: [{ kind: EntryKind; name: string }, number][] = [];
   for (const [k, id] of dp.names.entries()) {
-    if (id < capacity && (state[id]! & (KEY_OK | NAME_OK)) === KEY_OK && nameClaim[id] === hash53(nameId(k.kind, k.name))) state[id]! |= NAME_OK;
-    else orphans.push([k, id]);
+    const nid = nameId(k.kind, k.name);
+    if (id < capacity && (state[id]! & (KEY_OK | NAME_OK)) === KEY_OK && nameClaim[id] === hash53(nid)) {
+      state[id]! |= NAME_OK;
+      c.present.names.add(nid);
+    } else orphans.push([k, id]);
   }
   for (const [k, id] of orphans) {
     const meta = dp.meta.lookup(id);
     if (!meta || meta.kind !== k.kind || meta.name !== k.name || (state[id]! & NAME_OK) !== 0) dp.names.delete(k);
-    else state[id]! |= NAME_OK;
+    else {
+      state[id]! |= NAME_OK;
+      c.present.names.add(nameId(k.kind, k.name));
+    }
   }
   for (let id = 0; id < capacity; id++) {
     if ((state[id]! & (KEY_OK | NAME_OK)) !== KEY_OK) continue;
     const meta = dp.meta.lookup(id);
-    if (meta) dp.names.update({ kind: meta.kind, name: meta.name }, id);
+    if (!meta) continue;
+    dp.names.update({ kind: meta.kind, name: meta.name }, id);
+    c.present.names.add(nameId(meta.kind, meta.name));
   }
   c.entries.rs_app_meta = c.counts.apps + c.counts.deliveries;
   c.entries.rs_app_names = c.entries.rs_app_meta;

@@ -8,6 +8,7 @@ import type { HostDatapath } from '../datapath/host.js';
 import type { EntryKind, MetaValue } from '../datapath/meta.js';
 import type { AppKey, DeliverValue, RedirectValue } from '../datapath/structs.js';
 import { keyString } from '../model/entry.js';
+import { Fingerprints } from './fingerprints.js';
 
 export interface Entry {
   appId: number;
@@ -41,12 +42,21 @@ export class Catalog {
   readonly devices = new Map<string, number>();
   /** Entries each map holds now (placeholders included): what a change may add before the map is full. */
   readonly entries: Record<string, number> = { rs_redirect: 0, rs_deliver: 0, rs_app_meta: 0, rs_app_names: 0 };
+  /**
+   * Which keys the name index and the data plane's maps may hold (by nameId
+   * and keyString): a name or key absent here is absent there, with no
+   * lookup. Rebuilt by adoption, kept by Plan.publish; only the store writes these maps.
+   */
+  readonly present = { names: new Fingerprints(), redirect: new Fingerprints(), deliver: new Fingerprints() };
+  /** The agent's write counter: the newest generation an entry carries (entries' generations never repeat while it grows). */
+  generation = 0;
 
   constructor(private readonly dp: HostDatapath) {
     this.#ids = new Uint8Array(Math.ceil(dp.capacity / 8));
   }
 
   entry(kind: EntryKind, name: string): Entry | undefined {
+    if (!this.present.names.mayHave(nameId(kind, name))) return undefined;
     const appId = this.dp.names.lookup({ kind, name });
     if (appId === undefined) return undefined;
     const meta = this.dp.meta.lookup(appId);
@@ -59,11 +69,17 @@ export class Catalog {
   }
 
   /** What the map holds for `key`, and the name of the entry it belongs to (none for a placeholder). */
-  holder(kind: EntryKind, key: AppKey): { value: RedirectValue | DeliverValue | undefined; owner: string | undefined } {
+  holder(kind: EntryKind, key: AppKey, ks: string = keyString(key)): { value: RedirectValue | DeliverValue | undefined; owner: string | undefined } {
+    if (!this.keysOf(kind).mayHave(ks)) return { value: undefined, owner: undefined };
     const value = kind === 'app' ? this.dp.redirect.lookup(key) : this.dp.deliver.lookup(key);
     if (!value || ('action' in value && value.action === 'ports-only')) return { value, owner: undefined };
     const meta = this.dp.meta.lookup(value.appId);
     return { value, owner: meta && meta.kind === kind ? meta.name : undefined };
+  }
+
+  /** Which keys the data-plane map of this kind may hold. */
+  keysOf(kind: EntryKind): Fingerprints {
+    return kind === 'app' ? this.present.redirect : this.present.deliver;
   }
 
   idUsed(id: number): boolean {

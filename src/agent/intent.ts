@@ -8,7 +8,9 @@
  * any prefix of them, see adopt.ts).
  *
  * One ARRAY map per written map, pinned as intent_<map>, of records
- * [op u8 (1 put, 2 delete), pad[3], key, value]; the app ids whose counters
+ * [op u8 (1 put, 2 delete), pad[3], key, value] (a map's deletes first, then
+ * its puts, copied from the bytes the apply writes), written and read in
+ * batches; the app ids whose counters
  * are reset in intent_stats; last, the commit marker `intent`, holding the
  * record counts. The marker is pinned after every record map: records
  * without it belong to an intent whose apply never started, and go.
@@ -49,11 +51,44 @@ function createArray(name: string, entries: number, value: number): BpfMap<numbe
   return BpfMap.create({ type: MapType.ARRAY, name, maxEntries: Math.max(1, entries) }, u32, rawBytes(value));
 }
 
-/** Write `items` into an ARRAY map at indexes 0..n-1, in batches. */
-function fill(m: BpfMap<number, Buffer>, items: Buffer[]): void {
-  for (let i = 0; i < items.length; i += CHUNK) {
-    m.updateBatch(items.slice(i, i + CHUNK).map((b, j) => [i + j, b] as const));
+/** Indexes 0..n-1 as u32 keys, back to back. */
+function indexes(n: number): Buffer {
+  const b = Buffer.alloc(n * 4);
+  for (let i = 0; i < n; i++) b.writeUInt32LE(i, i * 4);
+  return b;
+}
+
+/** Write `n` records of `size` bytes, back to back in `records`, into an ARRAY map at 0..n-1, in batches. */
+function* fill(m: BpfMap<number, Buffer>, records: Buffer, size: number, n: number): Generator<void, void, void> {
+  const keys = indexes(Math.min(n, CHUNK));
+  for (let i = 0; i < n; i += CHUNK) {
+    const count = Math.min(CHUNK, n - i);
+    if (i > 0) for (let j = 0; j < count; j++) keys.writeUInt32LE(i + j, j * 4);
+    m.updateEncoded(keys.subarray(0, count * 4), records.subarray(i * size, (i + count) * size), count);
+    yield;
   }
+}
+
+/** A change's records, [op, pad[3], key, value] each, in one buffer: its deletes first, then its puts. */
+function records(c: Applicable): { bytes: Buffer; size: number; count: number } {
+  const ks = c.map.keyCodec.size;
+  const vs = c.map.valueCodec.size;
+  const size = 4 + ks + vs;
+  const e = c.encoded();
+  const count = e.deleteCount + e.putCount;
+  const bytes = Buffer.alloc(count * size);
+  for (let i = 0; i < e.deleteCount; i++) {
+    const at = i * size;
+    bytes[at] = OP_DELETE;
+    e.deletes.copy(bytes, at + 4, i * ks, (i + 1) * ks);
+  }
+  for (let i = 0; i < e.putCount; i++) {
+    const at = (e.deleteCount + i) * size;
+    bytes[at] = OP_PUT;
+    e.putKeys.copy(bytes, at + 4, i * ks, (i + 1) * ks);
+    e.putValues.copy(bytes, at + 4 + ks, i * vs, (i + 1) * vs);
+  }
+  return { bytes, size, count };
 }
 
 export class Intent {
@@ -61,35 +96,27 @@ export class Intent {
 
   /**
    * Pin the intent of these prepared changes (every before-value read) and
-   * of the counter resets: after this returns, a crash is completed by the
-   * next agent.
+   * of the counter resets: once this returns, a crash is completed by the
+   * next agent. A step per batched write (the caller may yield between
+   * them: nothing is pinned until every record is written).
    */
-  static write(pinDir: string, changes: readonly Applicable[], resetIds: readonly number[]): Intent {
+  static *write(pinDir: string, changes: readonly Applicable[], resetIds: readonly number[]): Generator<void, Intent, void> {
     const pins: string[] = [];
     const counts: Record<string, number> = {};
     const made: { name: string; map: BpfMap<number, Buffer> }[] = [];
     try {
       for (const c of changes) {
-        const { keyCodec, valueCodec } = c.map;
-        const size = 4 + keyCodec.size + valueCodec.size;
-        const records: Buffer[] = [];
-        for (const [k, v] of c.writes()) {
-          const r = Buffer.alloc(size);
-          r[0] = v === undefined ? OP_DELETE : OP_PUT;
-          keyCodec.encode(k, r, 4);
-          if (v !== undefined) valueCodec.encode(v, r, 4 + keyCodec.size);
-          records.push(r);
-        }
-        if (!records.length) continue;
-        const m = createArray(`rs_i_${c.map.name}`.slice(0, 15), records.length, size);
+        const r = records(c);
+        if (!r.count) continue;
+        const m = createArray(`rs_i_${c.map.name}`.slice(0, 15), r.count, r.size);
         made.push({ name: c.map.name, map: m });
-        fill(m, records);
-        counts[c.map.name] = records.length;
+        yield* fill(m, r.bytes, r.size, r.count);
+        counts[c.map.name] = r.count;
       }
       if (resetIds.length) {
         const m = createArray('rs_i_stats', resetIds.length, 4);
         made.push({ name: STATS, map: m });
-        fill(m, resetIds.map((id) => Buffer.from(Uint32Array.of(id).buffer)));
+        yield* fill(m, Buffer.from(Uint32Array.from(resetIds).buffer), 4, resetIds.length);
         counts[STATS] = resetIds.length;
       }
       for (const { name, map } of made) {
@@ -141,7 +168,7 @@ export class Intent {
         if (name === STATS) {
           using m = BpfMap.openPinned(path, u32, rawBytes(4));
           const ids: number[] = [];
-          for (let i = 0; i < n; i++) ids.push(m.lookup(i)!.readUInt32LE(0));
+          for (const [i, v] of m.entries(CHUNK)) if (i < n) ids.push(v.readUInt32LE(0));
           dp.resetAppStats(ids);
           replayed += n;
           continue;
@@ -151,13 +178,27 @@ export class Intent {
         const keySize = target.keyCodec.size;
         using raw = BpfMap.fromId(target.info.id);
         using m = BpfMap.openPinned(path, u32, rawBytes(4 + keySize + target.valueCodec.size));
-        for (let i = 0; i < n; i++) {
-          const r = m.lookup(i)!;
+        const puts: [Buffer, Buffer][] = [];
+        const deletes: Buffer[] = [];
+        // Read in batched lookups; each record names a key once, so their order does not matter.
+        for (const [i, r] of m.entries(CHUNK)) {
+          if (i >= n) continue;
           const key = r.subarray(4, 4 + keySize);
-          if (r[0] === OP_PUT) raw.update(key, r.subarray(4 + keySize));
-          else raw.delete(key);
+          if (r[0] === OP_PUT) puts.push([key, r.subarray(4 + keySize)]);
+          else deletes.push(key);
         }
-        replayed += n;
+        // Deletes first (the map never holds more than after), each at most once: one an earlier replay
+        // made already is gone, and a batch delete stops at a missing key, so that chunk goes key by key.
+        for (let i = 0; i < deletes.length; i += CHUNK) {
+          const chunk = deletes.slice(i, i + CHUNK);
+          try {
+            raw.deleteBatch(chunk);
+          } catch {
+            for (const k of chunk) raw.delete(k);
+          }
+        }
+        for (let i = 0; i < puts.length; i += CHUNK) raw.updateBatch(puts.slice(i, i + CHUNK));
+        replayed += puts.length + deletes.length;
       }
       log.warn({ records: replayed, maps: counts }, 'completed a change an earlier agent was applying when it stopped');
     }

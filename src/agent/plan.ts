@@ -10,6 +10,7 @@ import { ConflictError, FieldError, NotFoundError } from '../model/errors.js';
 import { keyString, type Action, type AppSpec, type BatchOp, type EntrySpec } from '../model/entry.js';
 import { isPortKey, nameId, wholeKey, type Catalog, type Entry } from './catalog.js';
 import type { DeviceTarget, LinkResolver, NeighbourWant } from './links.js';
+import type { Fingerprints } from './fingerprints.js';
 import { MapChange, type Applicable } from './txn.js';
 
 /** Stands for a MAC being resolved while a request is staged; never written to a map. */
@@ -78,21 +79,40 @@ export class Plan {
   /** How many whole-address entries settling changed (for the log). */
   settled = 0;
   #nextId: number;
+  #tunnels: { tunnelAddr4: string | null; tunnelAddr6: string | null } | undefined;
   readonly #redirect: MapChange<AppKey, RedirectValue>;
   readonly #deliver: MapChange<AppKey, DeliverValue>;
   readonly #meta: MapChange<number, MetaValue>;
   readonly #names: MapChange<{ kind: EntryKind; name: string }, number>;
+  /** The generation this plan's writes carry (the agent's write counter, one step per request), once one is staged. */
+  #generation: number | undefined;
+  /**
+   * Record writes that only move an entry's generation (a set-action): they
+   * need no crash intent of their own — a crash before one is applied
+   * leaves the entry as written with its generation unmoved, which no one
+   * was told otherwise about.
+   */
+  generationOnly = 0;
 
   constructor(
     private readonly dp: HostDatapath,
     private readonly catalog: Catalog,
     private readonly links: LinkResolver,
+    /** The agent's own restaging (a device changed) keeps generations: they say who last wrote what was asked. */
+    private readonly opts: { keepGenerations?: boolean } = {},
   ) {
     this.#nextId = catalog.idHint;
-    this.#redirect = new MapChange(dp.redirect, keyString);
-    this.#deliver = new MapChange(dp.deliver, keyString);
-    this.#meta = new MapChange(dp.meta, (id) => id);
-    this.#names = new MapChange(dp.names, (k) => nameId(k.kind, k.name));
+    const { present } = catalog;
+    this.#redirect = new MapChange(dp.redirect, keyString, (id) => present.redirect.mayHave(id as string));
+    this.#deliver = new MapChange(dp.deliver, keyString, (id) => present.deliver.mayHave(id as string));
+    this.#meta = new MapChange(dp.meta, (id) => id, (id) => catalog.idUsed(id as number));
+    this.#names = new MapChange(dp.names, (k) => nameId(k.kind, k.name), (id) => present.names.mayHave(id as string));
+  }
+
+  /** This host's tunnel addresses, read once per plan (a batch of forwards checks each op against them). */
+  #config(): { tunnelAddr4: string | null; tunnelAddr6: string | null } {
+    this.#tunnels ??= this.dp.getConfig();
+    return this.#tunnels;
   }
 
   // --------------------------------------------------- overlay reads --
@@ -169,10 +189,16 @@ export class Plan {
     this.#unresolved.length = 0;
   }
 
-  /** Names first, then the data plane. */
+  /**
+   * In the order their puts are applied: the data plane first, then the
+   * entry's record, its name last; deletes go in the reverse order. So a
+   * read while a change is applied (store.ts) finds a new entry by its name
+   * only once all of it is written, and a deleted one no longer by the time
+   * its data-plane entry goes.
+   */
   changes(): Applicable[] {
     if (!this.#settled) this.#settle();
-    return [this.#meta, this.#names, this.#redirect, this.#deliver];
+    return [this.#redirect, this.#deliver, this.#meta, this.#names];
   }
 
   /** Settle this address's whole-address entry when the plan is done. */
@@ -194,12 +220,23 @@ export class Plan {
       else c.portKeys.delete(address);
     }
     for (const [dev, by] of this.#devices) c.countDevice(dev, by);
+    // Which names and keys the maps hold now (catalog.ts `present`).
+    const track = (change: MapChange<unknown, unknown>, set: Fingerprints): void => {
+      for (const [id, added] of change.presence()) {
+        if (added) set.add(id as string);
+        else set.remove(id as string);
+      }
+    };
+    track(this.#redirect as MapChange<unknown, unknown>, c.present.redirect);
+    track(this.#deliver as MapChange<unknown, unknown>, c.present.deliver);
+    track(this.#names as MapChange<unknown, unknown>, c.present.names);
+    if (this.#generation !== undefined) c.generation = Math.max(c.generation, this.#generation);
   }
 
   /** `before`: what the map holds for the key, when already read (or known absent). */
   #stageRedirect(key: AppKey, value: RedirectValue | null, ks: string, before?: { value: RedirectValue | undefined }): void {
     if (value) this.#redirect.upsert(key, value, before, ks);
-    else this.#redirect.delete(key, ks);
+    else this.#redirect.delete(key, before, ks);
   }
 
   /**
@@ -265,17 +302,18 @@ export class Plan {
         const { key } = e.meta;
         const ks = keyString(key);
         const before = this.#change(kind).current(key, ks);
+        // What the maps hold now, handed over so apply reads nothing again (ignored for keys this plan touched already).
         if (kind === 'app') {
-          this.#stageRedirect(key, null, ks);
+          this.#stageRedirect(key, null, ks, { value: before as RedirectValue | undefined });
           if (isPortKey(key)) this.#countPortKey(key.address, -1);
           this.#touchIfPortsMatter(key, true);
           this.#countDelta.apps--;
         } else {
-          this.#deliver.delete(key, ks);
+          this.#deliver.delete(key, { value: before as DeliverValue | undefined }, ks);
           this.#countDelta.deliveries--;
         }
-        this.#meta.delete(e.appId);
-        this.#names.delete({ kind, name: op.name });
+        this.#meta.delete(e.appId, { value: e.meta });
+        this.#names.delete({ kind, name: op.name }, { value: e.appId });
         this.#countDevice(e.meta.dev, -1);
         this.#entries[kind].set(op.name, null);
         this.#owners[kind].set(ks, null);
@@ -308,7 +346,7 @@ export class Plan {
       const planned = this.#owners[kind].get(ks);
       if (planned !== undefined) owner = planned ?? undefined;
       else {
-        const h = this.catalog.holder(kind, spec.key);
+        const h = this.catalog.holder(kind, spec.key, ks);
         owner = h.owner;
         committed = { value: h.value };
       }
@@ -322,7 +360,7 @@ export class Plan {
       );
     }
     const link = this.#link(spec.dev, f('dev'));
-    const needsMac = kind === 'delivery' || action?.type === 'local';
+    const needsMac = kind === 'delivery' || action?.type === 'local' || action?.type === 'preserve';
     let mac: string | null;
     let macSource: MetaValue['macSource'];
     if (spec.mac !== undefined) {
@@ -337,11 +375,11 @@ export class Plan {
       macSource = existing?.meta.macSource ?? 'resolved';
     }
     const appId = existing?.appId ?? this.#allocId(f('name'));
-    const meta: MetaValue = { kind, key: spec.key, name, dev: spec.dev, mac, macSource };
+    const meta: MetaValue = { kind, key: spec.key, name, dev: spec.dev, mac, macSource, generation: existing?.meta.generation ?? 0 };
     const target = (): Target => ({ ifindex: link.ifindex, dmac: mac!, smac: link.mac, path: link.path, slowPath: link.slowPath });
 
-    if (action?.type === 'forward') {
-      const cfg = this.dp.getConfig();
+    if (action?.type === 'forward' || action?.type === 'preserve') {
+      const cfg = this.#config();
       if (action.tunnel === cfg.tunnelAddr4 || action.tunnel === cfg.tunnelAddr6) {
         throw new FieldError(f('action.tunnel'), `${action.tunnel} is this host's own tunnel address: forward to another host's`);
       }
@@ -351,6 +389,8 @@ export class Plan {
       value = { appId, ...target() };
     } else if (action?.type === 'forward') {
       value = { action: 'forward', appId, tunnel: action.tunnel };
+    } else if (action?.type === 'preserve') {
+      value = { action: 'preserve', appId, tunnel: action.tunnel, ...target() };
     } else {
       value = { action: 'local', appId, ...target() };
     }
@@ -376,8 +416,13 @@ export class Plan {
     // for an app key: a ports-only placeholder may hold it. (A key the plan has staged
     // has a planned owner, so `committed` is only set for keys the plan has not touched.)
     const before = committed ? committed.value : change.current(spec.key, ks);
+    if (!this.opts.keepGenerations && (!existing || !sameJson(existing.meta, meta) || !sameJson(before, value))) {
+      if (existing && sameJson(existing.meta, meta)) this.generationOnly++;
+      this.#generation ??= this.catalog.generation + 1 > 0xffffffff ? 1 : this.catalog.generation + 1;
+      meta.generation = this.#generation;
+    }
     if (!existing) this.#meta.insert(appId, meta);
-    else if (!sameJson(existing.meta, meta)) this.#meta.upsert(appId, meta);
+    else if (!sameJson(existing.meta, meta)) this.#meta.upsert(appId, meta, { value: existing.meta }); // the committed record (ignored once staged)
     if (!existing) {
       this.#names.insert({ kind, name }, appId);
       this.resetStats.push(appId);

@@ -8,17 +8,20 @@
  *
  * State lives in bpffs only: the data plane's maps plus pinned maps of the
  * agent's own (names by id, ids by name). The JS heap holds no copy of the
- * entries — an agent with a million entries stays small, a request costs
- * what it touches, and a restarted agent finds everything in place.
+ * entries, only 32-bit hashes of the names and keys the maps hold
+ * (catalog.ts `present`, ≈ 4–8 bytes per entry: a new name or key is known
+ * absent without a lookup) — an agent with a million entries stays small, a
+ * request costs what it touches, and a restarted agent finds everything in place.
  */
 import type { Logger } from 'pino';
 import { isErrno } from '../bpf/native.js';
 import type { HostDatapath } from '../datapath/host.js';
-import { ConflictError } from '../model/errors.js';
-import type { Action, AppSpec, AppView, BatchOp, DeliveryView, EntrySpec, PageQuery } from '../model/entry.js';
+import { ConflictError, PreconditionFailedError } from '../model/errors.js';
+import type { Action, AppSpec, AppView, BatchOp, DeliveryView, EntrySpec, PageQuery, WriteGuard } from '../model/entry.js';
 import { adopt } from './adopt.js';
 import { Catalog } from './catalog.js';
 import { Intent } from './intent.js';
+import type { NameGuard } from './lease.js';
 import { SystemLinks, type LinkResolver } from './links.js';
 import { Plan } from './plan.js';
 import type { Applicable } from './txn.js';
@@ -34,8 +37,11 @@ export interface OpList {
   at(i: number): BatchOp;
 }
 
-/** A batch yields to the event loop after staging this many ops. */
+/** A write yields to the event loop after staging (or scanning) this many ops (entries). */
 const STAGE_SLICE = 1024;
+
+/** Let the event loop run (I/O, timers) before going on with a long write. */
+const nextTurn = (): Promise<void> => new Promise((r) => setImmediate(r));
 
 export class EntryStore {
   readonly #catalog: Catalog;
@@ -54,6 +60,8 @@ export class EntryStore {
     private readonly dp: HostDatapath,
     private readonly log: Logger,
     links: LinkResolver = new SystemLinks(dp.xdpMode),
+    /** Who may write which name (the agent's leases); none: anyone may write anything. */
+    private readonly names?: NameGuard,
   ) {
     this.#catalog = new Catalog(dp);
     this.#links = links;
@@ -63,7 +71,7 @@ export class EntryStore {
     // maps pinned by an older agent may lack port flags / placeholders: settle those addresses
     const plan = new Plan(dp, this.#catalog, links);
     for (const address of settle) plan.touch(address);
-    this.#apply(plan, 'startup');
+    for (const _ of this.#applying(plan, 'startup')); // before the server starts: nothing to yield to
   }
 
   get counts(): { apps: number; deliveries: number } {
@@ -103,35 +111,83 @@ export class EntryStore {
 
   // ----------------------------------------------------------- writes --
 
-  async putApp(name: string, spec: AppSpec, who: Source): Promise<{ app: AppView; created: boolean }> {
+  // Each write first asks whether it may be made (#admit: the name's lease,
+  // the entry's generation), inside the serialized section and before
+  // anything is staged: a refused write changes nothing.
+
+  async putApp(name: string, spec: AppSpec, who: Source, guard: WriteGuard = {}): Promise<{ app: AppView; created: boolean }> {
     return this.#serialized(async () => {
+      const op: BatchOp = { op: 'put-app', name, spec };
+      this.#admit(op, guard.owner, guard.ifGeneration, '');
       const created = !this.#catalog.entry('app', name);
-      await this.#commit([{ op: 'put-app', name, spec }], who);
+      await this.#commit([op], who);
       return { app: this.getApp(name), created };
     });
   }
 
-  async setAction(name: string, action: Action, who: Source): Promise<AppView> {
+  async setAction(name: string, action: Action, who: Source, guard: WriteGuard = {}): Promise<AppView> {
     return this.#serialized(async () => {
-      await this.#commit([{ op: 'set-action', name, action }], who);
+      const op: BatchOp = { op: 'set-action', name, action };
+      this.#admit(op, guard.owner, guard.ifGeneration, '');
+      await this.#commit([op], who);
       return this.getApp(name);
     });
   }
 
-  async deleteApp(name: string, who: Source): Promise<void> {
-    return this.#serialized(() => this.#commit([{ op: 'delete-app', name }], who));
+  async deleteApp(name: string, who: Source, guard: WriteGuard = {}): Promise<void> {
+    return this.#serialized(() => {
+      const op: BatchOp = { op: 'delete-app', name };
+      this.#admit(op, guard.owner, guard.ifGeneration, '');
+      return this.#commit([op], who);
+    });
   }
 
-  async putDelivery(name: string, spec: EntrySpec, who: Source): Promise<{ delivery: DeliveryView; created: boolean }> {
+  async putDelivery(name: string, spec: EntrySpec, who: Source, guard: WriteGuard = {}): Promise<{ delivery: DeliveryView; created: boolean }> {
     return this.#serialized(async () => {
+      const op: BatchOp = { op: 'put-delivery', name, spec };
+      this.#admit(op, guard.owner, guard.ifGeneration, '');
       const created = !this.#catalog.entry('delivery', name);
-      await this.#commit([{ op: 'put-delivery', name, spec }], who);
+      await this.#commit([op], who);
       return { delivery: this.getDelivery(name), created };
     });
   }
 
-  async deleteDelivery(name: string, who: Source): Promise<void> {
-    return this.#serialized(() => this.#commit([{ op: 'delete-delivery', name }], who));
+  async deleteDelivery(name: string, who: Source, guard: WriteGuard = {}): Promise<void> {
+    return this.#serialized(() => {
+      const op: BatchOp = { op: 'delete-delivery', name };
+      this.#admit(op, guard.owner, guard.ifGeneration, '');
+      return this.#commit([op], who);
+    });
+  }
+
+  /** Run `fn` between writes (none is being staged or applied): a lease granted here is in force for every write after it. */
+  async betweenWrites<T>(fn: () => T): Promise<T> {
+    return this.#serialized(fn);
+  }
+
+  /** The generation of an entry now (0: none). */
+  generation(kind: 'app' | 'delivery', name: string): number {
+    return this.#catalog.entry(kind, name)?.meta.generation ?? 0;
+  }
+
+  /**
+   * May this op be made: its name's lease (NameGuard) and its condition on
+   * the entry's generation, compared with the committed entry (ops of one
+   * batch do not see each other's generations). A missing entry answers
+   * 404 for a set-action or delete as it would unconditionally.
+   */
+  #admit(op: BatchOp, owner: string | undefined, ifGeneration: number | undefined, field: string): void {
+    this.names?.checkWrite(op.name, owner, field);
+    if (ifGeneration === undefined) return;
+    const kind = op.op === 'put-delivery' || op.op === 'delete-delivery' ? 'delivery' : 'app';
+    const e = this.#catalog.entry(kind, op.name);
+    if (!e && op.op !== 'put-app' && op.op !== 'put-delivery') return; // staging answers 404
+    const now = e ? e.meta.generation : 0;
+    if (ifGeneration === 0 ? !e : e !== undefined && now === ifGeneration) return;
+    const at = field ? `${field}: ` : '';
+    const is = e ? `is at generation ${now}` : 'does not exist';
+    const wanted = ifGeneration === 0 ? 'the write was for a new entry' : `the write was conditional on generation ${ifGeneration}`;
+    throw new PreconditionFailedError(`${at}${kind} ${JSON.stringify(op.name)} ${is}: ${wanted}; nothing was changed`, now);
   }
 
   /**
@@ -140,20 +196,27 @@ export class EntryStore {
    * event loop every STAGE_SLICE ops, so /healthz and /metrics keep
    * answering during a batch that takes seconds.
    */
-  async batch(ops: OpList, who: Source): Promise<number> {
+  async batch(ops: OpList, who: Source, opts: { owner?: string; generations?: number[] } = {}): Promise<number> {
     return this.#serialized(async () => {
       this.#staging = true;
+      const written: { kind: 'app' | 'delivery'; name: string }[] | undefined = opts.generations ? [] : undefined;
       try {
         const plan = new Plan(this.dp, this.#catalog, this.#links);
         for (let i = 0; i < ops.length; i++) {
-          plan.stage(ops.at(i), ops.length > 1 ? `ops[${i}]` : '');
+          const op = ops.at(i);
+          const field = ops.length > 1 ? `ops[${i}]` : '';
+          this.#admit(op, opts.owner, op.ifGeneration, field);
+          plan.stage(op, field);
+          written?.push({ kind: op.op === 'put-delivery' || op.op === 'delete-delivery' ? 'delivery' : 'app', name: op.name });
           if (i % STAGE_SLICE === STAGE_SLICE - 1) await new Promise<void>((r) => setImmediate(r));
         }
         await this.#resolveMacs(plan);
-        this.#apply(plan, who);
+        for (const _ of this.#applying(plan, who)) await nextTurn();
       } finally {
         this.#staging = false;
       }
+      // Each op's entry's generation after the batch (0: deleted), when asked.
+      if (written && opts.generations) for (const w of written) opts.generations.push(this.generation(w.kind, w.name));
       return ops.length;
     });
   }
@@ -169,15 +232,28 @@ export class EntryStore {
   async retarget(dev: string, who: Source): Promise<number> {
     return this.#serialized(async () => {
       const ops: BatchOp[] = [];
-      for (const [, meta] of this.dp.meta.entries()) {
-        if (meta.dev !== dev) continue;
-        let mac = meta.mac ?? undefined;
-        if (meta.macSource === 'resolved') mac = this.#links.knownMac(meta.key.address, dev) ?? mac; // no answer now: keep the MAC it had
-        const spec: EntrySpec = { key: meta.key, dev, mac, macSource: meta.macSource };
-        if (meta.kind === 'delivery') ops.push({ op: 'put-delivery', name: meta.name, spec });
-        else if (this.dp.redirect.lookup(meta.key)?.action === 'local') ops.push({ op: 'put-app', name: meta.name, spec: { ...spec, action: { type: 'local' } } });
-      }
-      if (ops.length) await this.#commit(ops, who);
+      // A page of the meta map at a time, its apps' entries read in one call; no write runs
+      // meanwhile (serialized), so the scan may yield between pages: the maps stay as they are.
+      let token: Buffer | null = null;
+      do {
+        const page = this.dp.meta.page(token, STAGE_SLICE);
+        token = page.next;
+        const mine = page.entries.filter(([, m]) => m.dev === dev).map(([, m]) => m);
+        const values = this.dp.redirect.lookupMany(mine.filter((m) => m.kind === 'app').map((m) => m.key));
+        let a = 0;
+        for (const meta of mine) {
+          const v = meta.kind === 'app' ? values[a++] : undefined;
+          if (meta.kind === 'app' && v?.action !== 'local' && v?.action !== 'preserve') continue; // sends nothing into its device: not rewritten (and no MAC looked up)
+          let mac = meta.mac ?? undefined;
+          if (meta.macSource === 'resolved') mac = this.#links.knownMac(meta.key.address, dev) ?? mac; // no answer now: keep the MAC it had
+          const spec: EntrySpec = { key: meta.key, dev, mac, macSource: meta.macSource };
+          if (meta.kind === 'delivery') ops.push({ op: 'put-delivery', name: meta.name, spec });
+          else if (v?.action === 'local') ops.push({ op: 'put-app', name: meta.name, spec: { ...spec, action: { type: 'local' } } });
+          else if (v?.action === 'preserve') ops.push({ op: 'put-app', name: meta.name, spec: { ...spec, action: { type: 'preserve', tunnel: v.tunnel } } });
+        }
+        if (token) await nextTurn();
+      } while (token);
+      if (ops.length) await this.#commit(ops, who, { keepGenerations: true });
       return ops.length;
     });
   }
@@ -206,12 +282,20 @@ export class EntryStore {
 
   // -------------------------------------------------------- the path --
 
-  async #commit(ops: readonly BatchOp[], who: Source): Promise<void> {
+  async #commit(ops: readonly BatchOp[], who: Source, planOpts?: { keepGenerations?: boolean }): Promise<void> {
     if (this.#staging) throw new Error('internal: an entry change started while a batch was being staged (writes must be serialized)');
-    const plan = new Plan(this.dp, this.#catalog, this.#links);
-    ops.forEach((op, i) => plan.stage(op, ops.length > 1 ? `ops[${i}]` : ''));
-    await this.#resolveMacs(plan);
-    this.#apply(plan, who);
+    const plan = new Plan(this.dp, this.#catalog, this.#links, planOpts);
+    this.#staging = true;
+    try {
+      for (let i = 0; i < ops.length; i++) {
+        plan.stage(ops[i]!, ops.length > 1 ? `ops[${i}]` : '');
+        if (i % STAGE_SLICE === STAGE_SLICE - 1) await nextTurn(); // a retarget of a busy device stages thousands
+      }
+      await this.#resolveMacs(plan);
+      for (const _ of this.#applying(plan, who)) await nextTurn();
+    } finally {
+      this.#staging = false;
+    }
   }
 
   /** The MACs staged entries still need: ARP/ND for all of them at once, then into the plan. */
@@ -228,24 +312,33 @@ export class EntryStore {
    * map), a change of more than one entry pins its intent before the first
    * write (intent.ts: a restart completes it), and a write the kernel still
    * refuses is undone exactly. Then publish and log.
+   *
+   * A step (a yield) per batched write: a large change lets the event loop
+   * run between them. Writes are serialized, so nothing else changes the
+   * maps meanwhile; a read then sees part of the change, in an order that
+   * keeps every entry whole by name (Plan.changes): a new entry is found
+   * once its data-plane entry, record and name are all written, a deleted
+   * one is gone once its name is, and an entry the change rewrites may for
+   * a moment show its new data-plane value beside its old record (device,
+   * MAC). Counts (/status) change when the apply is done.
    */
-  #apply(plan: Plan, who: Source): void {
+  *#applying(plan: Plan, who: Source): Generator<void, void, void> {
     const changes = plan.changes();
     if (changes.every((c) => c.size === 0)) return; // idempotent: nothing differs
     for (const c of changes) c.prepare();
     this.#checkRoom(changes);
-    const writes = changes.reduce((n, c) => n + c.size, 0) + plan.resetStats.length;
-    const intent = writes > 1 ? Intent.write(this.dp.pinDir, changes, plan.resetStats) : undefined;
-    const applied: Applicable[] = [];
+    const writes = changes.reduce((n, c) => n + c.size, 0) + plan.resetStats.length - plan.generationOnly;
+    const intent = writes > 1 ? yield* Intent.write(this.dp.pinDir, changes, plan.resetStats) : undefined;
     try {
-      for (const c of changes) {
-        // Listed before it runs: a batched update the kernel stops part-way has written some entries.
-        applied.push(c);
-        c.apply();
-      }
+      // The new entries' ids are free now (an id a plan frees is not reused in it): their counters are
+      // zeroed before any entry carries them, so no read or packet meanwhile sees an earlier owner's.
+      this.dp.resetAppStats(plan.resetStats);
+      for (const c of [...changes].reverse()) yield* c.deleteSteps();
+      for (const c of changes) yield* c.putSteps();
     } catch (err) {
       intent?.remove();
-      const failures = applied.reverse().flatMap((c) => c.rollback());
+      // A batched update the kernel stops part-way has written some entries: every change that began is undone.
+      const failures = [...changes].reverse().flatMap((c) => c.rollback());
       this.log.error({ who, err: (err as Error).message, rollbackFailures: failures }, 'entry change failed and was rolled back');
       if (failures.length) (err as Error).message += `; rollback incomplete: ${failures.join('; ')}`;
       else if (isErrno(err, 'E2BIG')) {
@@ -259,7 +352,6 @@ export class EntryStore {
     }
     plan.publish();
     for (const c of changes) this.#catalog.entries[c.map.name] = (this.#catalog.entries[c.map.name] ?? 0) + c.growth;
-    this.dp.resetAppStats(plan.resetStats);
     intent?.remove();
     for (const r of plan.results) {
       this.log.info({ who, op: r.op, name: r.name, before: r.before ?? null, after: r.after ?? null }, 'entry changed');

@@ -5,7 +5,9 @@
  *
  * A drain stages a change per application, so one record per touched key
  * is all this keeps: the key, what to write (or delete), and what the map
- * held before the request when that is already known.
+ * held before the request when that is already known. Once prepared, the
+ * change is encoded once, back to back as the batch syscalls take it; the
+ * intent record (intent.ts) and the writes both use those bytes.
  */
 import type { BpfMap } from '../bpf/index.js';
 import { crashPoint } from './failpoint.js';
@@ -13,21 +15,33 @@ import { crashPoint } from './failpoint.js';
 /** Entries per batched syscall: small enough that a crash between two lands anywhere in a large change. */
 export const APPLY_CHUNK = 2048;
 
+/** A change's writes, encoded: the keys to delete, and the keys and values to put. */
+export interface EncodedWrites {
+  readonly deletes: Buffer;
+  readonly deleteCount: number;
+  readonly putKeys: Buffer;
+  readonly putValues: Buffer;
+  readonly putCount: number;
+}
+
 /** What a request's commit needs of a change, whatever its map's types. */
 export interface Applicable {
   readonly size: number;
-  /** Read what the map holds for every key (before any write): after it, counts and the intent are exact. */
+  /** Read what the map holds for every key not yet known (before any write): after it, counts and the intent are exact. */
   prepare(): void;
   /** Entries the map holds after apply, minus before (prepare first). */
   readonly growth: number;
   readonly map: BpfMap<unknown, unknown>;
-  /** Every write apply will make: [key, value] or [key, undefined] for a delete (prepare first). */
-  writes(): IterableIterator<[unknown, unknown]>;
-  apply(): void;
+  /** Every write apply will make, encoded (prepare first). */
+  encoded(): EncodedWrites;
+  /** The deletes, one batched syscall per step (prepare first). */
+  deleteSteps(): Generator<void, void, void>;
+  /** The puts, one batched syscall per step (after every change's deletes). */
+  putSteps(): Generator<void, void, void>;
   rollback(): string[];
 }
 
-/** A record's before-value has not been read yet (apply reads it). */
+/** A record's before-value has not been read yet (prepare reads it). */
 const UNREAD = Symbol('unread');
 
 interface Pending<K, V> {
@@ -43,11 +57,17 @@ export type KeyId = string | number;
 
 export class MapChange<K, V> implements Applicable {
   readonly #pending = new Map<KeyId, Pending<K, V>>();
+  #encoded: EncodedWrites | undefined;
   #applied = false;
 
+  /**
+   * `mayHold`: false when the map certainly lacks a key (catalog.ts
+   * `present`): such a key's before-value is absent, with no lookup.
+   */
   constructor(
     readonly map: BpfMap<K, V>,
     private readonly id: (key: K) => KeyId,
+    private readonly mayHold: (id: KeyId) => boolean = () => true,
   ) {}
 
   /**
@@ -63,6 +83,7 @@ export class MapChange<K, V> implements Applicable {
     } else {
       this.#pending.set(id, { key, value, before: before ? before.value : UNREAD });
     }
+    this.#encoded = undefined;
   }
 
   /**
@@ -75,16 +96,19 @@ export class MapChange<K, V> implements Applicable {
     this.upsert(key, value, { value: undefined }, id);
   }
 
-  delete(key: K, id: KeyId = this.id(key)): void {
+  /** `before`: what the map holds now, when the caller just read it (as for upsert). */
+  delete(key: K, before?: { value: V | undefined }, id: KeyId = this.id(key)): void {
     const p = this.#pending.get(id);
     if (p) p.value = undefined;
-    else this.#pending.set(id, { key, value: undefined, before: UNREAD });
+    else this.#pending.set(id, { key, value: undefined, before: before ? before.value : UNREAD });
+    this.#encoded = undefined;
   }
 
   /** What the map holds for a key as this change leaves it: what it stages, else what the map has now. */
   current(key: K, id: KeyId = this.id(key)): V | undefined {
     const p = this.#pending.get(id);
-    return p ? p.value : this.map.lookup(key);
+    if (p) return p.value;
+    return this.mayHold(id) ? this.map.lookup(key) : undefined;
   }
 
   get size(): number {
@@ -92,7 +116,16 @@ export class MapChange<K, V> implements Applicable {
   }
 
   prepare(): void {
-    for (const p of this.#pending.values()) if (p.before === UNREAD) p.before = this.map.lookup(p.key);
+    for (const [id, p] of this.#pending) if (p.before === UNREAD) p.before = this.mayHold(id) ? this.map.lookup(p.key) : undefined;
+  }
+
+  /** The keys this change adds to the map (true) and removes from it (false), by id (after prepare). */
+  *presence(): IterableIterator<[KeyId, boolean]> {
+    for (const [id, p] of this.#pending) {
+      const had = p.before !== undefined;
+      if (p.value !== undefined && !had) yield [id, true];
+      else if (p.value === undefined && had) yield [id, false];
+    }
   }
 
   get growth(): number {
@@ -105,42 +138,63 @@ export class MapChange<K, V> implements Applicable {
     return n;
   }
 
-  *writes(): IterableIterator<[K, V | undefined]> {
+  encoded(): EncodedWrites {
+    if (this.#encoded) return this.#encoded;
+    const puts: K[] = [];
+    const values: V[] = [];
+    const deletes: K[] = [];
     for (const p of this.#pending.values()) {
-      if (p.value !== undefined) yield [p.key, p.value];
-      else if (p.before !== undefined) yield [p.key, undefined];
+      if (p.value !== undefined) {
+        puts.push(p.key);
+        values.push(p.value);
+      } else if (p.before !== undefined) deletes.push(p.key); // a key absent before (or unread: prepare first) has nothing to delete
     }
+    this.#encoded = {
+      deletes: this.map.encodeKeys(deletes),
+      deleteCount: deletes.length,
+      putKeys: this.map.encodeKeys(puts),
+      putValues: this.map.encodeValues(values),
+      putCount: puts.length,
+    };
+    return this.#encoded;
   }
 
   /**
-   * Deletes first (so the map never holds more than before or after), then
-   * upserts, each in batched syscalls of APPLY_CHUNK entries; remembers what
-   * was there.
+   * Deletes come before every put of the request (so no map ever holds more
+   * than before or after), in batched syscalls of APPLY_CHUNK entries; a
+   * single entry is a plain delete or update, the cheapest atomic change.
    */
-  apply(): void {
-    this.prepare();
-    const upserts: [K, V][] = [];
-    const deletes: K[] = [];
-    for (const p of this.#pending.values()) {
-      if (p.value !== undefined) upserts.push([p.key, p.value]);
-      else if (p.before !== undefined) deletes.push(p.key);
-    }
+  *deleteSteps(): Generator<void, void, void> {
+    const e = this.encoded();
+    const ks = this.map.keyCodec.size;
     this.#applied = true;
-    for (let i = 0; i < deletes.length; i += APPLY_CHUNK) {
-      const chunk = deletes.slice(i, i + APPLY_CHUNK);
-      if (chunk.length === 1) this.map.delete(chunk[0]!);
-      else this.map.deleteBatch(chunk);
+    for (let i = 0; i < e.deleteCount; i += APPLY_CHUNK) {
+      const n = Math.min(APPLY_CHUNK, e.deleteCount - i);
+      const keys = e.deletes.subarray(i * ks, (i + n) * ks);
+      if (e.deleteCount === 1) this.map.delete(this.map.keyCodec.decode(keys, 0));
+      else this.map.deleteEncoded(keys, n);
       crashPoint('apply');
-    }
-    for (let i = 0; i < upserts.length; i += APPLY_CHUNK) {
-      const chunk = upserts.slice(i, i + APPLY_CHUNK);
-      if (chunk.length === 1) this.map.update(chunk[0]![0], chunk[0]![1]); // one entry: a plain update, the cheapest atomic change
-      else this.map.updateBatch(chunk);
-      crashPoint('apply');
+      yield;
     }
   }
 
-  /** Put back what apply() changed (best effort per entry; returns failures). */
+  *putSteps(): Generator<void, void, void> {
+    const e = this.encoded();
+    const ks = this.map.keyCodec.size;
+    const vs = this.map.valueCodec.size;
+    this.#applied = true;
+    for (let i = 0; i < e.putCount; i += APPLY_CHUNK) {
+      const n = Math.min(APPLY_CHUNK, e.putCount - i);
+      const keys = e.putKeys.subarray(i * ks, (i + n) * ks);
+      const values = e.putValues.subarray(i * vs, (i + n) * vs);
+      if (e.putCount === 1) this.map.update(this.map.keyCodec.decode(keys, 0), this.map.valueCodec.decode(values, 0));
+      else this.map.updateEncoded(keys, values, n);
+      crashPoint('apply');
+      yield;
+    }
+  }
+
+  /** Put back what the steps changed (best effort per entry; returns failures). */
   rollback(): string[] {
     if (!this.#applied) return [];
     const failures: string[] = [];

@@ -5,7 +5,7 @@
  */
 import type { HostDatapath } from '../datapath/host.js';
 import type { EntryKind } from '../datapath/meta.js';
-import type { Target } from '../datapath/structs.js';
+import type { AppStats, DeliverValue, RedirectValue, Target } from '../datapath/structs.js';
 import { NotFoundError } from '../model/errors.js';
 import { DEFAULT_PAGE, type Action, type AppView, type CounterView, type DeliveryView, type PageQuery, type PathView, type UplinkTx } from '../model/entry.js';
 import type { Catalog, Entry } from './catalog.js';
@@ -48,7 +48,10 @@ export class EntryViews {
   listApps(query: PageQuery = FIRST_PAGE): { apps: AppView[]; next: string | null } {
     const { entries, next } = this.#page('app', query);
     const tx = this.dp.getConfig().uplinkTx;
-    return { apps: entries.map((e) => this.#appView(e, tx)), next };
+    // A page's map reads in one call into the addon per map, not three per entry.
+    const values = this.dp.redirect.lookupMany(entries.map((e) => e.meta.key));
+    const stats = this.dp.appStatsMany(entries.map((e) => e.appId));
+    return { apps: entries.map((e, i) => this.#appView(e, tx, { value: values[i], stats: stats[i]! })), next };
   }
 
   getApp(name: string): AppView {
@@ -59,7 +62,9 @@ export class EntryViews {
 
   listDeliveries(query: PageQuery = FIRST_PAGE): { deliveries: DeliveryView[]; next: string | null } {
     const { entries, next } = this.#page('delivery', query);
-    return { deliveries: entries.map((e) => this.#deliveryView(e)), next };
+    const values = this.dp.deliver.lookupMany(entries.map((e) => e.meta.key));
+    const stats = this.dp.appStatsMany(entries.map((e) => e.appId));
+    return { deliveries: entries.map((e, i) => this.#deliveryView(e, { value: values[i], stats: stats[i]! })), next };
   }
 
   getDelivery(name: string): DeliveryView {
@@ -106,20 +111,22 @@ export class EntryViews {
       macSource: e.meta.macSource,
       appId: e.appId,
       path,
+      generation: e.meta.generation,
     };
   }
 
-  #appView(e: Entry, tx: UplinkTx): AppView {
-    const v = this.dp.redirect.lookup(e.meta.key);
-    const stats = this.dp.appStats(e.appId);
-    const action: Action = v?.action === 'forward' ? { type: 'forward', tunnel: v.tunnel } : { type: 'local' };
-    const path: PathView = v?.action === 'local' ? pathView(v) : { via: tx };
+  /** `read`: the entry's map value and counters, when a listing read them for its whole page. */
+  #appView(e: Entry, tx: UplinkTx, read: { value: RedirectValue | undefined; stats: AppStats } = { value: this.dp.redirect.lookup(e.meta.key), stats: this.dp.appStats(e.appId) }): AppView {
+    const { value: v, stats } = read;
+    const action: Action =
+      v?.action === 'forward' ? { type: 'forward', tunnel: v.tunnel } : v?.action === 'preserve' ? { type: 'preserve', tunnel: v.tunnel } : { type: 'local' };
+    // preserve: the path into the device (old flows); new ones leave by the uplink
+    const path: PathView = v?.action === 'local' || v?.action === 'preserve' ? pathView(v) : { via: tx };
     return { ...this.#entryView(e, path), action, counters: { local: counter(stats.local), forward: counter(stats.forward) } };
   }
 
-  #deliveryView(e: Entry): DeliveryView {
-    const v = this.dp.deliver.lookup(e.meta.key);
-    const stats = this.dp.appStats(e.appId);
+  #deliveryView(e: Entry, read: { value: DeliverValue | undefined; stats: AppStats } = { value: this.dp.deliver.lookup(e.meta.key), stats: this.dp.appStats(e.appId) }): DeliveryView {
+    const { value: v, stats } = read;
     return { ...this.#entryView(e, v ? pathView(v) : { via: 'kernel' }), counters: { deliver: counter(stats.deliver) } };
   }
 

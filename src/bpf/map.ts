@@ -22,6 +22,7 @@ const UPDATE_FLAGS: Record<UpdateMode, number> = { any: 0, noexist: 1, exist: 2 
 
 export type MapInfo = NativeMapInfo;
 
+
 /**
  * Value codec for per-CPU maps: the kernel hands over one value per possible
  * CPU, each padded to 8 bytes.
@@ -125,6 +126,19 @@ export class BpfMap<K, V> implements Disposable {
     return found ? this.valueCodec.decode(this.#valueScratch, 0) : undefined;
   }
 
+  /** Many lookups in one call into the addon (one syscall per key): the value of each key, or undefined. */
+  lookupMany(keys: readonly K[]): (V | undefined)[] {
+    const n = keys.length;
+    if (n === 0) return [];
+    const vs = this.valueCodec.size;
+    const values = Buffer.allocUnsafe(n * vs);
+    const found = Buffer.alloc(n);
+    this.#handle.lookupMany(this.encodeKeys(keys), n, values, found);
+    const out: (V | undefined)[] = new Array(n);
+    for (let i = 0; i < n; i++) out[i] = found[i] ? this.valueCodec.decode(values, i * vs) : undefined;
+    return out;
+  }
+
   update(key: K, value: V, mode: UpdateMode = 'any'): void {
     try {
       this.#handle.update(this.#key(key), this.#value(value), UPDATE_FLAGS[mode]);
@@ -219,14 +233,32 @@ export class BpfMap<K, V> implements Disposable {
    */
   updateBatch(entries: readonly (readonly [K, V])[]): number {
     if (entries.length === 0) return 0;
-    const keys = Buffer.alloc(entries.length * this.keyCodec.size);
-    const values = Buffer.alloc(entries.length * this.valueCodec.size);
-    entries.forEach(([k, v], i) => {
-      this.keyCodec.encode(k, keys, i * this.keyCodec.size);
-      this.valueCodec.encode(v, values, i * this.valueCodec.size);
-    });
+    const [keys, values] = this.#encodeEntries(entries);
+    return this.updateEncoded(keys, values, entries.length);
+  }
+
+  /** Keys and values encoded back to back, as updateBatch takes them. */
+  #encodeEntries(entries: readonly (readonly [K, V])[]): [Buffer, Buffer] {
+    const ks = this.keyCodec.size;
+    const vs = this.valueCodec.size;
+    const keys = Buffer.alloc(entries.length * ks);
+    const values = Buffer.alloc(entries.length * vs);
+    for (let i = 0; i < entries.length; i++) {
+      const [k, v] = entries[i]!;
+      this.keyCodec.encode(k, keys, i * ks);
+      this.valueCodec.encode(v, values, i * vs);
+    }
+    return [keys, values];
+  }
+
+  /**
+   * updateBatch of keys and values already encoded back to back (`count`
+   * of each, e.g. by encodeKeys/encodeValues): no second copy of a large change.
+   */
+  updateEncoded(keys: Buffer, values: Buffer, count: number): number {
+    if (count === 0) return 0;
     try {
-      return this.#handle.updateBatch(keys, values, entries.length, 0);
+      return this.#handle.updateBatch(keys, values, count, 0);
     } catch (err) {
       throw this.#explain(err);
     }
@@ -234,10 +266,29 @@ export class BpfMap<K, V> implements Disposable {
 
   /** Delete many keys in one syscall; every key must exist (ENOENT otherwise). */
   deleteBatch(keys: readonly K[]): number {
-    if (keys.length === 0) return 0;
-    const buf = Buffer.alloc(keys.length * this.keyCodec.size);
-    keys.forEach((k, i) => this.keyCodec.encode(k, buf, i * this.keyCodec.size));
-    return this.#handle.deleteBatch(buf, keys.length);
+    return this.deleteEncoded(this.encodeKeys(keys), keys.length);
+  }
+
+  /** deleteBatch of `count` keys already encoded back to back. */
+  deleteEncoded(keys: Buffer, count: number): number {
+    if (count === 0) return 0;
+    return this.#handle.deleteBatch(keys, count);
+  }
+
+  /** Keys encoded back to back (zero padding included), as the batch calls take them. */
+  encodeKeys(keys: readonly K[]): Buffer {
+    const size = this.keyCodec.size;
+    const buf = Buffer.alloc(keys.length * size);
+    for (let i = 0; i < keys.length; i++) this.keyCodec.encode(keys[i]!, buf, i * size);
+    return buf;
+  }
+
+  /** Values encoded back to back, as the batch calls take them. */
+  encodeValues(values: readonly V[]): Buffer {
+    const size = this.valueCodec.size;
+    const buf = Buffer.alloc(values.length * size);
+    for (let i = 0; i < values.length; i++) this.valueCodec.encode(values[i]!, buf, i * size);
+    return buf;
   }
 
   pin(path: string): void {

@@ -33,6 +33,8 @@ export interface NativeMap {
   info(): NativeMapInfo;
   /** Writes the value into `out` (the map's value size); false when absent. */
   lookupInto(key: Buffer, out: Buffer): boolean;
+  /** `count` keys back to back: values into `values` (value size each), found[i] 1 or 0; returns how many were found. */
+  lookupMany(keys: Buffer, count: number, values: Buffer, found: Buffer): number;
   update(key: Buffer, value: Buffer, flags: number): void;
   delete(key: Buffer): boolean;
   nextKey(key: Buffer | null): Buffer | null;

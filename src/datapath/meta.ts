@@ -21,22 +21,32 @@ export interface MetaValue {
   mac: string | null;
   /** Given in the request, or resolved by the agent from the neighbour table (resolved again when the device changes). */
   macSource: MacSource;
+  /**
+   * The agent's write counter at the entry's last write (conditional writes
+   * name it). 32 bits kept in bytes an older agent left zero — pad[3] the
+   * low 24, `reserved` the high 8 — so the value keeps its size and maps
+   * pinned by an older agent are adopted as they are: their entries read as
+   * generation 0 until written (and an older agent's write zeroes it again).
+   */
+  generation: number;
 }
 
 const KIND_CODE: Record<EntryKind, number> = { app: 1, delivery: 2 };
 const NAME_BYTES = MAX_NAME_BYTES;
 const DEV_BYTES = 16;
-// kind u8, pad[3], rs_app_key (20), name[48], dev[16], mac[6], mac_resolved u8, reserved u8
+// kind u8, generation_lo[3], rs_app_key (20), name[48], dev[16], mac[6], mac_resolved u8, generation_hi u8
 const OFF_KEY = 4;
 const OFF_NAME = OFF_KEY + appKeyCodec.size;
 const OFF_DEV = OFF_NAME + NAME_BYTES;
 const OFF_MAC = OFF_DEV + DEV_BYTES;
 export const META_VALUE_SIZE = OFF_MAC + 8;
+const OFF_GEN_LO = 1;
+const OFF_GEN_HI = OFF_MAC + 7;
 
 function writeString(into: Buffer, offset: number, max: number, s: string, what: string): void {
-  const bytes = Buffer.from(s, 'utf8');
-  if (bytes.length > max) throw new RangeError(`${what} ${JSON.stringify(s)} is longer than ${max} bytes`);
-  bytes.copy(into, offset);
+  // Measured, then written in place: no Buffer per string (a batch encodes two per entry).
+  if (Buffer.byteLength(s, 'utf8') > max) throw new RangeError(`${what} ${JSON.stringify(s)} is longer than ${max} bytes`);
+  into.write(s, offset, max, 'utf8');
 }
 
 function readString(from: Buffer, offset: number, max: number): string {
@@ -55,6 +65,8 @@ export const metaValueCodec: Codec<MetaValue> = {
     writeString(into, offset + OFF_DEV, DEV_BYTES, value.dev, 'device name');
     if (value.mac !== null) parseMac(value.mac).copy(into, offset + OFF_MAC);
     into.writeUInt8(value.macSource === 'resolved' ? 1 : 0, offset + OFF_MAC + 6);
+    into.writeUIntLE(value.generation & 0xffffff, offset + OFF_GEN_LO, 3);
+    into.writeUInt8((value.generation >>> 24) & 0xff, offset + OFF_GEN_HI);
   },
   decode(from, offset) {
     const code = from.readUInt8(offset);
@@ -67,6 +79,7 @@ export const metaValueCodec: Codec<MetaValue> = {
       dev: readString(from, offset + OFF_DEV, DEV_BYTES),
       mac: mac.every((b) => b === 0) ? null : formatMac(mac),
       macSource: from.readUInt8(offset + OFF_MAC + 6) === 1 ? 'resolved' : 'given',
+      generation: from.readUIntLE(offset + OFF_GEN_LO, 3) + from.readUInt8(offset + OFF_GEN_HI) * 0x1000000,
     };
   },
 };
