@@ -6,7 +6,6 @@
  * the lock refusing a second migration.
  */
 import t from 'tap';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -18,12 +17,12 @@ import { AgentFailedError, AgentHttpError, AgentRefusedError, AgentUnreachableEr
 import { LockHeldError, acquireLock } from '../src/controller/journal.js';
 import { ResumeUndecidedError } from '../src/controller/resume.js';
 import { agents } from './controller-doubles.js';
+import { runCli, type CliRun } from './lib/cli.js';
 
-const CLI = join(process.cwd(), 'dist/src/cli/main.js');
 const tmp = mkdtempSync(join(tmpdir(), 'rsct-cli-'));
 t.teardown(() => rmSync(tmp, { recursive: true, force: true }));
 const tokenFile = join(tmp, 'token');
-writeFileSync(tokenFile, 'tok\n');
+writeFileSync(tokenFile, 'tok\n', { mode: 0o600 }); // a token file others can read is refused
 
 /** Serve an AgentApi over the documented HTTP API (enough of it for the controller). */
 function serve(agent: AgentApi): Promise<{ server: Server; url: string }> {
@@ -37,25 +36,35 @@ function serve(agent: AgentApi): Promise<{ server: Server; url: string }> {
       };
       if (req.headers.authorization !== 'Bearer tok') return send(401, { error: 'bad token' });
       const b = body ? (JSON.parse(body) as Record<string, unknown>) : {};
-      const m = /^\/v1\/(apps|deliveries)(?:\/([^/]+))?(\/action)?$/.exec(req.url ?? '');
+      const url = new URL(req.url ?? '/', 'http://agent');
+      const m = /^\/v1\/(apps|deliveries)(?:\/([^/]+))?(\/action)?$/.exec(url.pathname);
+      // single-entry writes carry their lease owner and condition in the query
+      const guard = {
+        ...(url.searchParams.has('owner') ? { owner: url.searchParams.get('owner') as string } : {}),
+        ...(url.searchParams.has('ifGeneration') ? { ifGeneration: Number(url.searchParams.get('ifGeneration')) } : {}),
+      };
       try {
-        if (req.url === '/status') return send(200, await agent.status());
-        if (req.url === '/v1/batch') return send(200, await agent.batch(b.ops as never));
+        if (url.pathname === '/status') return send(200, await agent.status());
+        if (url.pathname === '/v1/batch') return send(200, await agent.batch(b.ops as never, { ...(b.owner ? { owner: b.owner as string } : {}), generations: b.generations === true }));
+        if (url.pathname === '/v1/leases' && req.method === 'POST') return send(200, await agent.takeLeases(b as never));
+        const release = /^\/v1\/leases\/([^/]+)$/.exec(url.pathname);
+        if (release && req.method === 'DELETE') return send(200, { released: await agent.releaseLeases(decodeURIComponent(release[1] as string), url.searchParams.get('names')?.split(',')) });
+        if (url.pathname === '/v1/probe') return send(200, await agent.probe(b as never));
         if (!m) return send(404, { error: 'no such path' });
         const [, kind, name, action] = m;
         if (kind === 'apps') {
           if (!name) return send(200, { apps: await agent.listApps() });
-          if (action) return send(200, await agent.setAction(name, b as never));
+          if (action) return send(200, await agent.setAction(name, b as never, guard));
           if (req.method === 'GET') {
             const a = await agent.getApp(name);
             return a ? send(200, a) : send(404, { error: `no app ${name}` });
           }
-          if (req.method === 'PUT') return send(200, await agent.putApp(name, b as never));
-          if (req.method === 'DELETE') return (await agent.deleteApp(name)) ? send(204) : send(404, { error: 'none' });
+          if (req.method === 'PUT') return send(200, await agent.putApp(name, b as never, guard));
+          if (req.method === 'DELETE') return (await agent.deleteApp(name, guard)) ? send(204) : send(404, { error: 'none' });
         } else {
           if (!name) return send(200, { deliveries: await agent.listDeliveries() });
-          if (req.method === 'PUT') return send(200, await agent.putDelivery(name, b as never));
-          if (req.method === 'DELETE') return (await agent.deleteDelivery(name)) ? send(204) : send(404, { error: 'none' });
+          if (req.method === 'PUT') return send(200, await agent.putDelivery(name, b as never, guard));
+          if (req.method === 'DELETE') return (await agent.deleteDelivery(name, guard)) ? send(204) : send(404, { error: 'none' });
         }
         send(405, { error: 'method' });
       } catch (err) {
@@ -68,20 +77,7 @@ function serve(agent: AgentApi): Promise<{ server: Server; url: string }> {
   return new Promise((r) => server.listen(0, '127.0.0.1', () => r({ server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` })));
 }
 
-function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const c = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ROUTESHIFT_TOKEN_FILE: tokenFile } });
-    let stdout = '';
-    let stderr = '';
-    c.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    c.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => c.kill('SIGKILL'), 30_000);
-    c.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+const cli = (args: string[]): Promise<CliRun> => runCli(args, { env: { ROUTESHIFT_TOKEN_FILE: tokenFile }, timeoutMs: 30_000 });
 
 async function hosts(t: { teardown(f: () => void): void }) {
   const env = agents();
@@ -116,10 +112,11 @@ t.test('migrate --json over HTTP: exit 0, phases timed, metrics included; the ma
   const h = await hosts(t);
   const r = await cli(['migrate', 'x', '--from', h.A, '--to', h.B, '--dest-dev', 'vx-b', '--state-dir', h.stateDir, '--announce', 'exec', '--announce-exec', '/bin/true', '--json', ...fast]);
   t.equal(r.code, 0, r.stderr);
-  const out = JSON.parse(r.stdout) as { outcome: string; phases: Record<string, number>; metrics: { name: string }[] };
+  const out = JSON.parse(r.stdout) as { kind: string; outcome: string; phases: Record<string, number>; metrics: { migrations: Record<string, number> } };
   t.equal(out.outcome, 'done');
-  t.same(Object.keys(out.phases), ['PREPARE', 'START', 'DELIVER', 'READY', 'SWITCH', 'STOP', 'ANNOUNCE']);
-  t.ok(out.metrics.some((m) => m.name === 'routeshift_migrations_total'));
+  t.same(Object.keys(out.phases), ['PREPARE', 'START', 'DELIVER', 'READY', 'SWITCH', 'DRAIN_FLOWS', 'STOP', 'ANNOUNCE']);
+  t.equal(out.kind, 'MigrationResult');
+  t.same(out.metrics.migrations, { done: 1 }, 'the run\'s migrations by outcome');
   t.notOk(h.a.apps.has('x'));
   t.same(h.b.apps.get('x')?.action, { type: 'local' });
 });

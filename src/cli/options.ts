@@ -1,21 +1,32 @@
 /**
- * What the commands that talk to agents share: their options (token,
- * timeouts; for `migrate` and `drain` also driver, announce hook, timing and
+ * What the commands that talk to agents share: their options (credentials,
+ * token, CA, client certificate, timeouts; for `migrate` and `drain` also driver, announce hook, timing and
  * state directory), turning those options into the journal-able specs, and
  * the agent connector. Kept here so the commands cannot drift apart.
  */
+import { DEFAULT_LEASE_TTL_MS } from '../controller/leases.js';
+import { MAX_LEASE_TTL_MS, MIN_LEASE_TTL_MS } from '../model/entry.js';
 import { accessSync, constants } from 'node:fs';
 import { isIP } from 'node:net';
 import type { Argv } from 'yargs';
 import { type AgentApi, type AgentConnector, HttpAgentClient, normaliseAgentUrl } from '../controller/agent-client.js';
 import { ANNOUNCE_KINDS, type AnnounceSpec } from '../controller/announce.js';
-import { DEFAULT_STATE_DIR, DEFAULT_TIMING, type Timing } from '../controller/journal.js';
+import { CredentialsError, credentialsPath, loadCredentials, resolveCredentials, type CredentialsOverrides } from '../controller/credentials.js';
+import { DEFAULT_PRESERVE, DEFAULT_STATE_DIR, DEFAULT_TIMING, type PreserveOptions, type Timing } from '../controller/journal.js';
 import { DRIVER_KINDS, type DriverSpec, type ProbeSpec } from '../workload/index.js';
-import { UsageError, readTokenFile } from './common.js';
+import { UsageError } from './common.js';
 
-export interface SharedArgs {
+/** How a command reaches its agents (connectionOptions). */
+export interface ConnectionArgs {
+  credentials?: string;
   'token-file'?: string;
+  'ca-file'?: string;
+  'client-cert'?: string;
+  'client-key'?: string;
   'agent-timeout-ms': number;
+}
+
+export interface SharedArgs extends ConnectionArgs {
   'state-dir': string;
   driver: (typeof DRIVER_KINDS)[number];
   'src-netns'?: string;
@@ -37,17 +48,39 @@ export interface SharedArgs {
   'stop-grace-ms': number;
   'announce-grace-ms': number;
   attempts: number;
+  'lease-ttl-ms': number;
+  'preserve-connections': boolean;
+  'max-drain': number;
+  'flow-idle-ms': number;
+  'flow-linger-ms': number;
   json: boolean;
+}
+
+const CONNECTION_GROUP = 'Agent connection (--token-file, --ca-file, --client-cert/--client-key win over the credentials file, for every agent):';
+
+/** How every command that talks to agents reaches them: credentials file, its overrides, timeout. */
+export function connectionOptions<T>(y: Argv<T>) {
+  return y
+    .option('credentials', {
+      type: 'string',
+      describe:
+        'JSON file giving each agent origin (https://host:port) its token, CA and client certificate, plus a default entry ' +
+        '(default: $ROUTESHIFT_CREDENTIALS, else ~/.config/routeshift/credentials.json if present; format in README "Security")',
+    })
+    .option('token-file', {
+      type: 'string',
+      describe: 'file holding the bearer token of every agent, mode 0600 (default: $ROUTESHIFT_TOKEN_FILE, which wins over the file too)',
+    })
+    .option('ca-file', { type: 'string', describe: 'verify https:// agents\' certificates against this CA (PEM) instead of the system\'s' })
+    .option('client-cert', { type: 'string', describe: 'present this client certificate (PEM) to agents run with --client-ca' })
+    .option('client-key', { type: 'string', describe: 'private key (PEM, mode 0600) of --client-cert' })
+    .option('agent-timeout-ms', { type: 'number', default: 5000, describe: 'give up on an agent request after this long' })
+    .group(['credentials', 'token-file', 'ca-file', 'client-cert', 'client-key', 'agent-timeout-ms'], CONNECTION_GROUP);
 }
 
 /** The options every command that talks to agents takes. */
 export function agentOptions<T>(y: Argv<T>) {
-  return y
-    .option('token-file', {
-      type: 'string',
-      describe: 'file holding the agents\' bearer token (default: $ROUTESHIFT_TOKEN_FILE)',
-    })
-    .option('agent-timeout-ms', { type: 'number', default: 5000, describe: 'give up on an agent request after this long' })
+  return connectionOptions(y)
     .option('json', { type: 'boolean', default: false, describe: 'print one JSON document (for machines) instead of progress lines' });
 }
 
@@ -86,7 +119,8 @@ export function migrationOptions<T>(y: Argv<T>) {
       default: 'none' as const,
       describe:
         'how the network learns the app moved: none = source keeps forwarding; ' +
-        'netns-route = `ip route replace ADDR via --announce-via` in --announce-netns; exec = --announce-exec script',
+        'netns-route = `ip route replace ADDR via --announce-via` in --announce-netns; exec = --announce-exec script; ' +
+        'bgp = the destination\'s agent announces ADDR/32 (/128) through its BIRD, the source\'s withdraws it a grace later (agents started with --bird-include)',
     })
     .option('announce-netns', { type: 'string', describe: 'netns-route: the namespace whose route is moved (e.g. the fabric router)' })
     .option('announce-via', { type: 'string', describe: 'netns-route: next hop(s) of the destination(s), comma-separated in --to order' })
@@ -95,11 +129,27 @@ export function migrationOptions<T>(y: Argv<T>) {
     .option('ready-timeout-ms', { type: 'number', default: DEFAULT_TIMING.readyTimeoutMs, describe: 'READY gives up (and rolls back) after this long' })
     .option('probe-interval-ms', { type: 'number', default: DEFAULT_TIMING.probeIntervalMs, describe: 'time between readiness probes' })
     .option('stop-grace-ms', { type: 'number', default: DEFAULT_TIMING.stopGraceMs, describe: 'wait after SWITCH before stopping the source app' })
-    .option('announce-grace-ms', { type: 'number', default: DEFAULT_TIMING.announceGraceMs, describe: 'wait after announcing before removing the source entry' })
+    .option('announce-grace-ms', { type: 'number', default: DEFAULT_TIMING.announceGraceMs, describe: 'wait after announcing before removing the source entry (bgp: before the source withdraws, and again after)' })
     .option('attempts', { type: 'number', default: DEFAULT_TIMING.forwardAttempts, describe: 'tries of each step after SWITCH before "needs attention"' })
+    .option('lease-ttl-ms', {
+      type: 'number',
+      default: DEFAULT_LEASE_TTL_MS,
+      describe: "the agents' lease on each app's name (one owner at a time): renewed every third of it while the run goes on, lapses this long after a controller died",
+    })
     .group(['driver', 'src-netns', 'dst-netns', 'cmd', 'probe', 'probe-netns', 'exec-start', 'exec-probe', 'exec-stop', 'hook-timeout-ms'], 'Workload driver:')
     .group(['announce', 'announce-netns', 'announce-via', 'announce-dev', 'announce-exec'], 'Announce hook:')
-    .group(['ready-timeout-ms', 'probe-interval-ms', 'stop-grace-ms', 'announce-grace-ms', 'attempts'], 'Timing:');
+    .option('preserve-connections', {
+      type: 'boolean',
+      default: false,
+      describe:
+        'TCP connections open at SWITCH finish on the source copy, new ones go to the destination; ' +
+        'DRAIN_FLOWS waits for the old ones to end (FIN/RST or idle) before STOP',
+    })
+    .option('max-drain', { type: 'number', default: DEFAULT_PRESERVE.maxDrainMs / 1000, describe: 'seconds DRAIN_FLOWS waits at most; the flows still open then are cut' })
+    .option('flow-idle-ms', { type: 'number', default: DEFAULT_PRESERVE.idleMs, describe: 'an old flow silent this long is taken as gone' })
+    .option('flow-linger-ms', { type: 'number', default: DEFAULT_PRESERVE.lingerMs, describe: 'after the client\'s FIN, a flow quiet this long is closed' })
+    .group(['ready-timeout-ms', 'probe-interval-ms', 'stop-grace-ms', 'announce-grace-ms', 'attempts'], 'Timing:')
+    .group(['preserve-connections', 'max-drain', 'flow-idle-ms', 'flow-linger-ms'], 'Connections:');
 }
 
 /** Bad input → UsageError (one line, exit 2). */
@@ -179,10 +229,22 @@ export function announceSpec(a: SharedArgs): AnnounceSpec {
       for (const v of via) if (!isIP(v)) throw new UsageError(`--announce-via ${v}: not an IP address`);
       return { kind: 'netns-route', netns: a['announce-netns'], via, ...(a['announce-dev'] ? { dev: a['announce-dev'] } : {}) };
     }
+    case 'bgp': {
+      const extra = (['announce-netns', 'announce-via', 'announce-dev', 'announce-exec'] as const).filter((k) => a[k] !== undefined);
+      if (extra.length) throw new UsageError(`--announce bgp takes no ${extra.map((k) => `--${k}`).join(', ')}: the agents drive their hosts' BIRD (agent --bird-include)`);
+      return { kind: 'bgp' };
+    }
     case 'exec':
       if (!a['announce-exec']) throw new UsageError('--announce exec needs --announce-exec SCRIPT');
       return { kind: 'exec', script: executable(a['announce-exec'], '--announce-exec'), timeoutMs: positive(a['hook-timeout-ms'], 'hook-timeout-ms', 1) };
   }
+}
+
+/** --lease-ttl-ms, within what agents grant. */
+export function leaseTtl(a: SharedArgs): number {
+  const ms = Math.round(positive(a['lease-ttl-ms'], 'lease-ttl-ms', MIN_LEASE_TTL_MS));
+  if (ms > MAX_LEASE_TTL_MS) throw new UsageError(`--lease-ttl-ms must be at most ${MAX_LEASE_TTL_MS}`);
+  return ms;
 }
 
 export function timing(a: SharedArgs): Timing {
@@ -195,18 +257,52 @@ export function timing(a: SharedArgs): Timing {
   };
 }
 
-/** One HTTP client per agent URL, all with the same token and timeout. */
-export function httpConnector(a: Pick<SharedArgs, 'token-file' | 'agent-timeout-ms'>): AgentConnector {
-  const token = readTokenFile(a['token-file']);
+/** --preserve-connections and its bounds (checked with or without the flag), or undefined without it. */
+export function preserveSpec(a: SharedArgs): PreserveOptions | undefined {
+  const maxDrainMs = Math.round(positive(a['max-drain'], 'max-drain') * 1000);
+  const idleMs = Math.round(positive(a['flow-idle-ms'], 'flow-idle-ms', 1));
+  const lingerMs = Math.round(positive(a['flow-linger-ms'], 'flow-linger-ms', 1));
+  if (!a['preserve-connections']) return undefined;
+  return { maxDrainMs, idleMs, lingerMs, pollMs: DEFAULT_PRESERVE.pollMs };
+}
+
+/**
+ * One HTTP client per agent URL, each with its own credentials: the flags
+ * (and $ROUTESHIFT_TOKEN_FILE) first, then the credentials file's entry for
+ * the agent's origin, then its default entry. The file is read now; each
+ * agent's token and certificates on its first use, before any request to it.
+ */
+export function httpConnector(a: ConnectionArgs): AgentConnector {
   const timeoutMs = positive(a['agent-timeout-ms'], 'agent-timeout-ms', 1);
+  const envToken = process.env.ROUTESHIFT_TOKEN_FILE || undefined;
+  const overrides: CredentialsOverrides = {
+    ...(a['token-file'] ? { tokenFile: a['token-file'] } : envToken ? { tokenFile: envToken, tokenFileFrom: '$ROUTESHIFT_TOKEN_FILE' } : {}),
+    ...(a['ca-file'] ? { caFile: a['ca-file'] } : {}),
+    ...(a['client-cert'] ? { clientCert: a['client-cert'] } : {}),
+    ...(a['client-key'] ? { clientKey: a['client-key'] } : {}),
+  };
+  if (Boolean(overrides.clientCert) !== Boolean(overrides.clientKey)) throw new UsageError('--client-cert and --client-key go together');
+  const where = credentialsPath(a.credentials);
+  const file = asUsage(() => loadCredentials(where));
   const cache = new Map<string, AgentApi>();
   return (url) => {
     const key = normaliseAgentUrl(url);
     let c = cache.get(key);
     if (!c) {
-      c = new HttpAgentClient(key, { ...(token ? { token } : {}), timeoutMs });
+      const creds = asUsage(() => resolveCredentials(key, file, overrides, where.path));
+      c = new HttpAgentClient(key, { ...(creds.token ? { token: creds.token } : {}), ...(creds.tls ? { tls: creds.tls } : {}), ...(creds.noTokenHint ? { noTokenHint: creds.noTokenHint } : {}), timeoutMs });
       cache.set(key, c);
     }
     return c;
   };
+}
+
+/** Bad credentials are bad usage: one line, exit 2. */
+function asUsage<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    if (err instanceof CredentialsError) throw new UsageError(err.message);
+    throw err;
+  }
 }

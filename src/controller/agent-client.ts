@@ -5,25 +5,37 @@
  * so its state machine runs against real agents and, in the controller's
  * unit tests, against an in-memory double that fails on purpose
  * (test/lib/memory-agent.ts). `HttpAgentClient` is the real implementation:
- * bearer token, a timeout on every request, and errors that say which
+ * bearer token, TLS with a CA and client certificate of its own
+ * (agent-transport.ts; credentials.ts picks them), a timeout on every
+ * request, and errors that say which
  * agent, which request, which HTTP status and what the agent itself said —
  * split into three classes because the controller reacts
  * differently to each (unreachable: state unknown; refused: our request was
  * wrong and changed nothing; failed: the agent's kernel said no, nothing changed).
  */
 
+import type { MigrationReportBody } from '../model/migration-report.js';
 import { FieldError } from '../model/errors.js';
-import { parseName, type Action, type AppBody, type AppView, type DeliveryBody, type DeliveryView, type OpBody, type StatusView } from '../model/entry.js';
+import type { AnnouncementBatchBody, AnnouncementList } from '../model/announcement.js';
+import { AgentTransport, TransportError, type TransportTls } from './agent-transport.js';
+import { parseName, type LeaseBody, type LeaseGrant, type LeaseView, type ProbeBody, type ProbeView, type WriteGuard, type Action, type AppBody, type AppView, type DeliveryBody, type DeliveryView, type FlowsView, type OpBody, type StatusView } from '../model/entry.js';
 
 // The wire vocabulary is the model's (src/model/entry.ts); these are its
 // names as the controller has always used them.
-export type { Action, Proto } from '../model/entry.js';
+export type { Action, FlowsView, Proto } from '../model/entry.js';
 export type App = AppView;
 export type Delivery = DeliveryView;
 export type AppSpec = AppBody;
 export type DeliverySpec = DeliveryBody;
 export type Op = OpBody;
 export type AgentStatus = StatusView;
+export type { LeaseBody, LeaseGrant, LeaseView, ProbeBody, ProbeView, WriteGuard } from '../model/entry.js';
+
+/** Options of a batch: the lease owner its ops are made for, and whether to answer each op's entry generation. */
+export interface BatchOptions {
+  owner?: string;
+  generations?: boolean;
+}
 
 /** Everything the controller needs from one agent. */
 export interface AgentApi {
@@ -34,15 +46,33 @@ export interface AgentApi {
   listApps(): Promise<App[]>;
   /** undefined when the agent has no app of that name (404). */
   getApp(name: string): Promise<App | undefined>;
-  putApp(name: string, spec: AppSpec): Promise<App>;
-  setAction(name: string, action: Action): Promise<App>;
+  /** Writes take a guard: the lease owner they are made for, and a condition on the entry's generation (412 when it moved). */
+  putApp(name: string, spec: AppSpec, guard?: WriteGuard): Promise<App>;
+  setAction(name: string, action: Action, guard?: WriteGuard): Promise<App>;
   /** false when there was nothing to delete (404): deleting is idempotent for the controller. */
-  deleteApp(name: string): Promise<boolean>;
+  deleteApp(name: string, guard?: WriteGuard): Promise<boolean>;
   listDeliveries(): Promise<Delivery[]>;
-  putDelivery(name: string, spec: DeliverySpec): Promise<Delivery>;
-  deleteDelivery(name: string): Promise<boolean>;
+  putDelivery(name: string, spec: DeliverySpec, guard?: WriteGuard): Promise<Delivery>;
+  deleteDelivery(name: string, guard?: WriteGuard): Promise<boolean>;
   /** All ops validated first, then applied with batched map updates, all or nothing. */
-  batch(ops: readonly Op[]): Promise<{ applied: number }>;
+  batch(ops: readonly Op[], opts?: BatchOptions): Promise<{ applied: number; generations?: number[] }>;
+  /** Lease names to an owner, all or none (409 naming the holder: AgentRefusedError with `holder`). */
+  takeLeases(req: LeaseBody): Promise<LeaseGrant>;
+  /** Give up an owner's leases (of `names`, or all); answers how many went. */
+  releaseLeases(owner: string, names?: readonly string[]): Promise<number>;
+  listLeases(): Promise<LeaseView[]>;
+  /** Probe, from the agent's host, the app behind its delivery entry `name`. */
+  probe(req: ProbeBody): Promise<ProbeView>;
+  /** The preserve action's old flows of an app (GET /v1/apps/:name/flows); agents that predate it lack it. */
+  flows?(name: string, query: FlowQuery): Promise<FlowsView>;
+  /** Hand the source agent the outcome and phase durations of migrations that left it (it counts them on /metrics); agents that predate it lack it. */
+  reportMigrations?(report: MigrationReportBody): Promise<number>;
+}
+
+/** How the source agent tells live flows from gone ones (src/agent/flows.ts). */
+export interface FlowQuery {
+  idleMs: number;
+  lingerMs: number;
 }
 
 /** Connects to the agent at a URL; tests pass a factory of in-memory agents. */
@@ -106,6 +136,10 @@ export interface HttpAgentClientOptions {
   token?: string;
   /** Per-request timeout. Default 5000 ms. */
   timeoutMs?: number;
+  /** https:// agents: the CA to verify them by (default: the system's) and a client certificate (agents run with --client-ca). */
+  tls?: TransportTls;
+  /** Sent without a token: why, appended to a 401 so the user learns how to give one. */
+  noTokenHint?: string;
 }
 
 /** A name the agent would refuse: bad input (field `name`), with the name in the message. */
@@ -143,12 +177,15 @@ export function normaliseAgentUrl(raw: string): string {
 export class HttpAgentClient implements AgentApi {
   readonly url: string;
   private readonly token: string | undefined;
-  private readonly timeoutMs: number;
+  private readonly noTokenHint: string | undefined;
+  private readonly transport: AgentTransport;
 
   constructor(url: string, opts: HttpAgentClientOptions = {}) {
     this.url = normaliseAgentUrl(url);
     this.token = opts.token;
-    this.timeoutMs = opts.timeoutMs ?? 5000;
+    this.noTokenHint = opts.token ? undefined : opts.noTokenHint;
+    if (opts.tls && !this.url.startsWith('https:')) throw new Error(`agent URL ${this.url}: a CA or client certificate needs https://`);
+    this.transport = new AgentTransport(this.url, { timeoutMs: opts.timeoutMs ?? 5000, ...(opts.tls ? { tls: opts.tls } : {}) });
   }
 
   async health(): Promise<boolean> {
@@ -177,18 +214,18 @@ export class HttpAgentClient implements AgentApi {
     return expectObject(this.url, req, r.body, ['name', 'action', 'address']);
   }
 
-  async putApp(name: string, spec: AppSpec): Promise<App> {
-    const r = await this.request<App>('PUT', `/v1/apps/${checkName(name)}`, spec);
+  async putApp(name: string, spec: AppSpec, guard?: WriteGuard): Promise<App> {
+    const r = await this.request<App>('PUT', `/v1/apps/${checkName(name)}${guardQuery(guard)}`, spec);
     return expectObject(this.url, `PUT /v1/apps/${name}`, r.body, ['name', 'action']);
   }
 
-  async setAction(name: string, action: Action): Promise<App> {
-    const r = await this.request<App>('POST', `/v1/apps/${checkName(name)}/action`, action);
+  async setAction(name: string, action: Action, guard?: WriteGuard): Promise<App> {
+    const r = await this.request<App>('POST', `/v1/apps/${checkName(name)}/action${guardQuery(guard)}`, action);
     return expectObject(this.url, `POST /v1/apps/${name}/action`, r.body, ['name', 'action']);
   }
 
-  async deleteApp(name: string): Promise<boolean> {
-    const r = await this.request('DELETE', `/v1/apps/${checkName(name)}`, undefined, [404]);
+  async deleteApp(name: string, guard?: WriteGuard): Promise<boolean> {
+    const r = await this.request('DELETE', `/v1/apps/${checkName(name)}${guardQuery(guard)}`, undefined, [404]);
     return r.status !== 404;
   }
 
@@ -214,21 +251,70 @@ export class HttpAgentClient implements AgentApi {
     return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 
-  async putDelivery(name: string, spec: DeliverySpec): Promise<Delivery> {
-    const r = await this.request<Delivery>('PUT', `/v1/deliveries/${checkName(name)}`, spec);
+  async putDelivery(name: string, spec: DeliverySpec, guard?: WriteGuard): Promise<Delivery> {
+    const r = await this.request<Delivery>('PUT', `/v1/deliveries/${checkName(name)}${guardQuery(guard)}`, spec);
     return expectObject(this.url, `PUT /v1/deliveries/${name}`, r.body, ['name']);
   }
 
-  async deleteDelivery(name: string): Promise<boolean> {
-    const r = await this.request('DELETE', `/v1/deliveries/${checkName(name)}`, undefined, [404]);
+  async deleteDelivery(name: string, guard?: WriteGuard): Promise<boolean> {
+    const r = await this.request('DELETE', `/v1/deliveries/${checkName(name)}${guardQuery(guard)}`, undefined, [404]);
     return r.status !== 404;
   }
 
-  async batch(ops: readonly Op[]): Promise<{ applied: number }> {
-    const r = await this.request<{ applied: number }>('POST', '/v1/batch', { ops });
+  async batch(ops: readonly Op[], opts: BatchOptions = {}): Promise<{ applied: number; generations?: number[] }> {
+    const r = await this.request<{ applied: number; generations?: number[] }>('POST', '/v1/batch', { ops, ...opts });
     const body = expectObject(this.url, 'POST /v1/batch', r.body, ['applied']);
     if (typeof body.applied !== 'number') throw new AgentProtocolError(this.url, 'POST /v1/batch', `agent ${this.url}: POST /v1/batch answered without a numeric "applied"`);
+    if (opts.generations && !(Array.isArray(body.generations) && body.generations.length === ops.length)) {
+      throw new AgentProtocolError(this.url, 'POST /v1/batch', `agent ${this.url}: POST /v1/batch answered without one generation per op`);
+    }
     return body;
+  }
+
+  async takeLeases(req: LeaseBody): Promise<LeaseGrant> {
+    const r = await this.request<LeaseGrant>('POST', '/v1/leases', req);
+    return expectObject(this.url, 'POST /v1/leases', r.body, ['owner', 'names', 'ttlMs']);
+  }
+
+  async releaseLeases(owner: string, names?: readonly string[]): Promise<number> {
+    const path = `/v1/leases/${encodeURIComponent(owner)}${names ? `?names=${names.map(checkName).join(',')}` : ''}`;
+    const r = await this.request<{ released: number }>('DELETE', path);
+    const body = expectObject(this.url, `DELETE ${path}`, r.body, ['released']);
+    return body.released;
+  }
+
+  async listLeases(): Promise<LeaseView[]> {
+    const r = await this.request<{ leases: LeaseView[] }>('GET', '/v1/leases');
+    return expectArray(this.url, 'GET /v1/leases', expectObject(this.url, 'GET /v1/leases', r.body, ['leases']).leases);
+  }
+
+  async reportMigrations(report: MigrationReportBody): Promise<number> {
+    const r = await this.request<{ recorded: number }>('POST', '/v1/migrations', report);
+    return expectObject(this.url, 'POST /v1/migrations', r.body, ['recorded']).recorded;
+  }
+
+  async probe(req: ProbeBody): Promise<ProbeView> {
+    const r = await this.request<ProbeView>('POST', '/v1/probe', req);
+    return expectObject(this.url, 'POST /v1/probe', r.body, ['ok', 'address', 'dev']);
+  }
+
+  async flows(name: string, query: FlowQuery): Promise<FlowsView> {
+    const path = `/v1/apps/${checkName(name)}/flows?idleMs=${Math.round(query.idleMs)}&lingerMs=${Math.round(query.lingerMs)}`;
+    const r = await this.request<FlowsView>('GET', path);
+    const body = expectObject(this.url, `GET ${path}`, r.body, ['active', 'action']);
+    if (typeof body.active !== 'number') throw new AgentProtocolError(this.url, `GET ${path}`, `agent ${this.url}: GET ${path} answered without a numeric "active"`);
+    return body;
+  }
+
+  /** BGP announcements through the agent's BIRD (agents started with --bird-include): one reconfiguration for the whole batch. */
+  async changeAnnouncements(batch: AnnouncementBatchBody): Promise<{ announced: number; withdrawn: number }> {
+    const r = await this.request<{ announced: number; withdrawn: number }>('POST', '/v1/announcements', batch);
+    return expectObject(this.url, 'POST /v1/announcements', r.body, ['announced', 'withdrawn']);
+  }
+
+  async listAnnouncements(): Promise<AnnouncementList> {
+    const r = await this.request<AnnouncementList>('GET', '/v1/announcements');
+    return expectObject(this.url, 'GET /v1/announcements', r.body, ['announcements', 'bird']);
   }
 
   /**
@@ -245,23 +331,16 @@ export class HttpAgentClient implements AgentApi {
     const headers: Record<string, string> = { accept: 'application/json' };
     if (this.token) headers.authorization = `Bearer ${this.token}`;
     if (body !== undefined) headers['content-type'] = 'application/json';
-    let res: Response;
+    let res: { status: number; text: string };
     try {
-      res = await fetch(this.url + path, {
-        method,
-        headers,
-        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-        signal: AbortSignal.timeout(this.timeoutMs),
-      });
+      res = await this.transport.send(method, this.url + path, headers, body === undefined ? undefined : JSON.stringify(body));
     } catch (err) {
-      throw new AgentUnreachableError(this.url, what, `agent ${this.url} unreachable: ${what}: ${describeFetchError(err, this.timeoutMs)}`);
+      if (!(err instanceof TransportError)) throw err;
+      const msg = err.answered ? `agent ${this.url}: ${what}: answer cut off: ${err.reason}` : `agent ${this.url} unreachable: ${what}: ${err.reason}`;
+      throw new AgentUnreachableError(this.url, what, msg);
     }
-    let text: string;
-    try {
-      text = await res.text();
-    } catch (err) {
-      throw new AgentUnreachableError(this.url, what, `agent ${this.url}: ${what}: answer cut off: ${describeFetchError(err, this.timeoutMs)}`);
-    }
+    const text = res.text;
+    const ok = res.status >= 200 && res.status < 300;
     let parsed: unknown;
     if (text.length) {
       try {
@@ -270,30 +349,28 @@ export class HttpAgentClient implements AgentApi {
         parsed = undefined;
       }
     }
-    if (res.ok || okStatuses.includes(res.status)) {
-      if (text.length && parsed === undefined && res.ok) {
+    if (ok || okStatuses.includes(res.status)) {
+      if (text.length && parsed === undefined && ok) {
         throw new AgentProtocolError(this.url, what, `agent ${this.url}: ${what}: HTTP ${res.status} with a body that is not JSON`);
       }
       return { status: res.status, body: parsed as T | undefined };
     }
     const errBody = (parsed ?? {}) as { error?: unknown; field?: unknown };
-    const agentMessage = typeof errBody.error === 'string' ? errBody.error : text.slice(0, 200) || undefined;
+    let agentMessage = typeof errBody.error === 'string' ? errBody.error : text.slice(0, 200) || undefined;
+    if (res.status === 401 && this.noTokenHint) agentMessage = `${agentMessage ?? 'unauthorized'} (${this.noTokenHint})`;
     const field = typeof errBody.field === 'string' ? errBody.field : undefined;
     const Cls = res.status >= 500 ? AgentFailedError : AgentRefusedError;
     throw new Cls(this.url, what, res.status, agentMessage, field);
   }
 }
 
-function describeFetchError(err: unknown, timeoutMs: number): string {
-  if (err instanceof Error) {
-    if (err.name === 'TimeoutError' || err.name === 'AbortError') return `no answer within ${timeoutMs} ms`;
-    // Node's fetch hides the socket error in `cause` (ECONNREFUSED, ENOTFOUND…).
-    const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-    if (cause?.code) return cause.code;
-    if (cause?.message) return cause.message;
-    return err.message;
-  }
-  return String(err);
+/** `?owner=…&ifGeneration=…` of a single-entry write (empty without a guard). */
+function guardQuery(guard: WriteGuard | undefined): string {
+  const q = new URLSearchParams();
+  if (guard?.owner !== undefined) q.set('owner', guard.owner);
+  if (guard?.ifGeneration !== undefined) q.set('ifGeneration', String(guard.ifGeneration));
+  const s = q.toString();
+  return s ? `?${s}` : '';
 }
 
 function expectObject<T>(agent: string, request: string, body: T | undefined, keys: readonly string[]): T {

@@ -1,12 +1,14 @@
 /** `routeshift app add|list|show|rm`: manage one agent's application entries. */
 import { isIP } from 'node:net';
 import type { Argv, CommandModule } from 'yargs';
-import { HttpAgentClient, type Action, type App, type AppSpec, type Proto } from '../../controller/agent-client.js';
-import { UsageError, readTokenFile } from '../common.js';
+import type { Action, AgentApi, App, AppSpec, Proto } from '../../controller/agent-client.js';
+import { announcementApi } from '../../controller/announce.js';
+import { UsageError } from '../common.js';
+import { printJson } from '../json.js';
+import { connectionOptions, httpConnector, parseUrl, type ConnectionArgs } from '../options.js';
 
-interface CommonArgs {
+interface CommonArgs extends ConnectionArgs {
   agent: string;
-  'token-file'?: string;
   json: boolean;
 }
 
@@ -36,9 +38,8 @@ function parseAddrArg(text: string): { address: string; proto: Proto; port: numb
   return { address, proto: m[1] as Proto, port };
 }
 
-function client(args: CommonArgs): HttpAgentClient {
-  const token = readTokenFile(args['token-file']);
-  return new HttpAgentClient(args.agent, token ? { token } : {});
+function client(args: CommonArgs): AgentApi {
+  return httpConnector(args)(parseUrl(args.agent, '--agent'));
 }
 
 function describeAction(a: Action): string {
@@ -69,12 +70,11 @@ function printApps(apps: App[]): void {
 }
 
 const common = <T>(y: Argv<T>) =>
-  y
+  connectionOptions(y)
     .option('agent', { type: 'string', demandOption: true, describe: 'Agent URL, e.g. http://10.0.0.1:7450' })
-    .option('token-file', { type: 'string', describe: "Agent's bearer token file (default: $ROUTESHIFT_TOKEN_FILE)" })
     .option('json', { type: 'boolean', default: false, describe: 'Print JSON' });
 
-const add: CommandModule<object, CommonArgs & { name: string; addr: string; dev: string; mac?: string; forward?: string }> = {
+const add: CommandModule<object, CommonArgs & { name: string; addr: string; dev: string; mac?: string; forward?: string; announce: boolean }> = {
   command: 'add <name>',
   describe: 'Create (or update in place) an application entry: LOCAL, or FORWARD with --forward',
   builder: (y) =>
@@ -86,15 +86,27 @@ const add: CommandModule<object, CommonArgs & { name: string; addr: string; dev:
         type: 'string',
         describe: "The application's MAC (default: the agent follows the route to --addr on --dev and resolves the next hop's MAC, by ARP/ND if need be)",
       })
-      .option('forward', { type: 'string', describe: "Forward to this host's tunnel address instead of delivering locally" }) as never,
+      .option('forward', { type: 'string', describe: "Forward to this host's tunnel address instead of delivering locally" })
+      .option('announce', {
+        type: 'boolean',
+        default: false,
+        describe: "Then have the agent announce the address over BGP through its host's BIRD (agent --bird-include; migrate --announce bgp moves it)",
+      }) as never,
   handler: async (args) => {
     const spec: AppSpec = { ...parseAddrArg(args.addr), dev: args.dev };
     if (args.mac) spec.mac = args.mac;
     if (args.forward) spec.action = { type: 'forward', tunnel: args.forward };
-    const app = await client(args).putApp(args.name, spec);
-    process.stdout.write(
-      args.json ? `${JSON.stringify(app)}\n` : `${app.name}: ${app.address} on ${app.dev}, ${describeAction(app.action)}, via ${describePath(app.path)}\n`,
-    );
+    const agent = client(args);
+    const app = await agent.putApp(args.name, spec);
+    if (args.announce) {
+      try {
+        await announcementApi(agent).changeAnnouncements({ announce: [{ name: app.name, address: app.address }] });
+      } catch (err) {
+        throw new Error(`${app.name}'s entry is written, but announcing it failed: ${(err as Error).message} (both are idempotent: run the same command again)`);
+      }
+    }
+    if (args.json) printJson('App', { agent: parseUrl(args.agent, '--agent'), app });
+    else process.stdout.write(`${app.name}: ${app.address} on ${app.dev}, ${describeAction(app.action)}, via ${describePath(app.path)}${args.announce ? ', announced over BGP' : ''}\n`);
   },
 };
 
@@ -104,19 +116,25 @@ const list: CommandModule<object, CommonArgs> = {
   builder: (y) => common(y) as never,
   handler: async (args) => {
     const apps = await client(args).listApps();
-    if (args.json) process.stdout.write(`${JSON.stringify(apps)}\n`);
+    if (args.json) printJson('AppList', { agent: parseUrl(args.agent, '--agent'), items: apps });
     else printApps(apps);
   },
 };
 
-const rm: CommandModule<object, CommonArgs & { name: string }> = {
+const rm: CommandModule<object, CommonArgs & { name: string; withdraw: boolean }> = {
   command: 'rm <name>',
   describe: 'Remove an application entry (its packets go to the kernel again)',
-  builder: (y) => common(y).positional('name', { type: 'string', demandOption: true }) as never,
+  builder: (y) =>
+    common(y)
+      .positional('name', { type: 'string', demandOption: true })
+      .option('withdraw', { type: 'boolean', default: false, describe: "First have the agent withdraw the app's BGP announcement (agent --bird-include)" }) as never,
   handler: async (args) => {
-    const removed = await client(args).deleteApp(args.name);
+    const agent = client(args);
+    if (args.withdraw) await announcementApi(agent).changeAnnouncements({ withdraw: [args.name] });
+    const removed = await agent.deleteApp(args.name);
     if (!removed) throw new Error(`no app named ${args.name} on ${args.agent}`); // exit 1: failed, nothing changed
-    process.stdout.write(args.json ? '{"removed":true}\n' : `removed ${args.name}\n`);
+    if (args.json) printJson('AppRemoved', { agent: parseUrl(args.agent, '--agent'), name: args.name });
+    else process.stdout.write(`removed ${args.name}\n`);
   },
 };
 
