@@ -12,7 +12,7 @@ import t from 'tap';
 import { rmSync } from 'node:fs';
 import type { AgentApi } from '../src/controller/agent-client.js';
 import { exitCodeOfError } from '../src/cli/exit.js';
-import { Journal, acquireLock, lockPath, newJournalId, readJournal, type Stored } from '../src/controller/journal.js';
+import { Journal, acquireLock, lockPath, newJournalId, readJournal, type PreserveOptions, type Stored } from '../src/controller/journal.js';
 import { Migration, STEPS, type Step } from '../src/controller/machine.js';
 import { MemoryAgent, failOn } from './lib/memory-agent.js';
 import { decideResume, resume, type ResumeDecision } from '../src/controller/resume.js';
@@ -21,15 +21,15 @@ import { FAST, FakeAnnounce, FakeDriver, agents, stateDir, type Env, type HasTea
 const never = new Promise<never>(() => {});
 
 /** Start a migration of x and return its journal path, without waiting for it. */
-async function start(t: HasTeardown, env: Env, source: AgentApi = env.a, dest: AgentApi = env.b) {
+async function start(t: HasTeardown, env: Env, source: AgentApi = env.a, dest: AgentApi = env.b, preserve?: PreserveOptions) {
   const dir = stateDir(t);
   const id = newJournalId('x');
   const lock = acquireLock(dir, 'x', id);
   const j = await Journal.create(dir, id);
-  await j.append({ type: 'open', journal: id, kind: 'migrate', pid: process.pid, host: 'test', driver: { kind: 'none' }, announce: { kind: 'exec', script: '/bin/true' }, timing: FAST });
+  await j.append({ type: 'open', journal: id, kind: 'migrate', pid: process.pid, host: 'test', driver: { kind: 'none' }, announce: { kind: 'exec', script: '/bin/true' }, timing: FAST, ...(preserve ? { preserve } : {}) });
   const plan = { type: 'plan' as const, app: 'x', from: env.a.url, to: env.b.url, toIndex: 0, destDev: 'vx-b' };
   await j.append(plan);
-  const m = new Migration({ journalId: id, plan, source, dest, driver: env.driver, announce: new FakeAnnounce(), timing: FAST }, j);
+  const m = new Migration({ journalId: id, plan, source, dest, driver: env.driver, announce: new FakeAnnounce(), timing: FAST, ...(preserve ? { preserve } : {}) }, j);
   const done = m.advance().finally(() => j.close().then(() => lock.release()));
   return { dir, path: j.path, done };
 }
@@ -87,18 +87,23 @@ t.test('decideResume: a rolled-back journal, and failed ones in either direction
 /** Where each step makes its first call, and how to freeze the controller there. */
 type Freeze = (env: Env, afterApply: boolean) => { source?: AgentApi; dest?: AgentApi };
 
-function freezeAgent(agent: MemoryAgent, method: keyof AgentApi, afterApply: boolean): AgentApi {
+function freezeAgent(agent: MemoryAgent, method: keyof AgentApi, afterApply: boolean, nth = 1): AgentApi {
+  let calls = 0;
   return new Proxy(agent, {
     get(target, prop, recv) {
       const v = Reflect.get(target, prop, recv) as unknown;
       if (prop !== method || typeof v !== 'function') return v;
       return async (...args: unknown[]) => {
+        if (++calls < nth) return (v as (...a: unknown[]) => Promise<unknown>).apply(target, args);
         if (afterApply) await (v as (...a: unknown[]) => Promise<unknown>).apply(target, args);
         return never;
       };
     },
   });
 }
+
+/** DRAIN_FLOWS does something only in a run that preserves connections. */
+const PRESERVE_RUN: PreserveOptions = { maxDrainMs: 2000, idleMs: 1000, lingerMs: 100, pollMs: 10 };
 
 const freezes: Record<Step, Freeze> = {
   PREPARE: (env, after) => ({ source: freezeAgent(env.a, 'getApp', after) }),
@@ -116,6 +121,8 @@ const freezes: Record<Step, Freeze> = {
     return {};
   },
   SWITCH: (env, after) => ({ source: freezeAgent(env.a, 'setAction', after) }),
+  // run with --preserve-connections (PRESERVE_RUN): the phase's own write is the second set-action
+  DRAIN_FLOWS: (env, after) => ({ source: freezeAgent(env.a, 'setAction', after, 2) }),
   STOP: (env, after) => {
     const orig = env.driver.stop.bind(env.driver);
     env.driver.stop = async (a, h) => {
@@ -141,7 +148,7 @@ for (const step of STEPS) {
     t.test(`controller killed in ${step} (${afterApply ? 'after' : 'before'} it took effect) → --resume reaches a consistent end`, async (t) => {
       const env = { ...agents(), driver: new FakeDriver() };
       const freeze = freezes[step](env, afterApply);
-      const { dir, path } = await start(t, env, freeze.source, freeze.dest);
+      const { dir, path } = await start(t, env, freeze.source, freeze.dest, step === 'DRAIN_FLOWS' ? PRESERVE_RUN : undefined);
       await waitFor(() => {
         const recs = readJournal(path);
         const last = recs[recs.length - 1] as Stored & { state?: string };
@@ -160,7 +167,7 @@ for (const step of STEPS) {
         createDriver: () => driver,
         createAnnounceHook: () => new FakeAnnounce(),
       });
-      const forward = ['STOP', 'ANNOUNCE'].includes(step) || (step === 'SWITCH' && afterApply);
+      const forward = ['DRAIN_FLOWS', 'STOP', 'ANNOUNCE'].includes(step) || (step === 'SWITCH' && afterApply);
       if (forward) {
         t.equal(r.outcome, 'done', 'rolled forward to done');
         t.notOk(env.a.apps.has('x'), 'source entry gone');

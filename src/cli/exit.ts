@@ -4,10 +4,14 @@
  * 2 bad usage, 3 failed and needs attention. A command that fails before it
  * changed anything (an agent unreachable, the app locked by another
  * controller, nothing to resume) is 1 too: failed, nothing left to undo.
+ * `--resume` refusing a damaged journal changes nothing but leaves a state
+ * only an operator can judge: 3.
  */
 import { AgentRefusedError } from '../controller/agent-client.js';
 import type { DrainResult } from '../controller/drain.js';
 import type { Outcome } from '../controller/journal.js';
+import { DamagedJournalError } from '../controller/journal-files.js';
+import { ResumeRefusedError } from '../controller/refusal.js';
 import { ResumeUndecidedError } from '../controller/resume.js';
 import { FieldError } from '../model/errors.js';
 import { UsageError } from './common.js';
@@ -50,6 +54,9 @@ const ERRORS: readonly ErrorRow[] = [
   row(AgentRefusedError, ExitCode.Usage, (e) => e.status === 400),
   // `--resume` cannot tell which way to go (SWITCH in doubt and the source unreachable…): nothing changed, an operator must look
   row(ResumeUndecidedError, ExitCode.NeedsAttention),
+  // `--resume` will not act on a damaged journal (nor fall back to an older one): nothing changed, an operator must look
+  row(ResumeRefusedError, ExitCode.NeedsAttention),
+  row(DamagedJournalError, ExitCode.NeedsAttention),
 ];
 
 export function exitCodeOfError(err: unknown): ExitCode {

@@ -1,9 +1,12 @@
 /**
  * The migration journal and the per-application lock.
  *
- * A journal is one file of JSON lines per migration run (one app for
- * `migrate`, every app of a drain), under `<state-dir>/journal/`. Every
- * record is written AND fsync'ed before the step it announces is applied:
+ * A journal is one file of records per migration run (one app for
+ * `migrate`, every app of a drain), under `<state-dir>/journal/`: one line
+ * each, JSON behind a checksum (journal-format.ts), every record type and
+ * its fields in one table (journal-schema.ts); reading them back is
+ * journal-files.ts. A record reading back would refuse is never written.
+ * Every record is written AND fsync'ed before the step it announces is applied:
  * `append()` resolves only once the line is on disk. Concurrent appends
  * (a drain advancing many apps at once) share one write + one fsync (group
  * commit), so durability does not cost one fsync per line per app.
@@ -12,11 +15,14 @@
  * holding the holder's PID, its start time and the journal id. A lock whose
  * holder is no longer that same process is stale and is taken over.
  */
-import { closeSync, fsyncSync, linkSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, linkSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { identify, isAlive } from '../os/process.js';
+import { journalDir } from './journal-files.js';
+import { encodeLine } from './journal-format.js';
+import { recordProblem } from './journal-schema.js';
 import type { DriverSpec } from '../workload/driver.js';
 import type { App } from './agent-client.js';
 import type { AnnounceSpec } from './announce.js';
@@ -45,6 +51,34 @@ export const DEFAULT_TIMING: Timing = {
   forwardAttempts: 3,
 };
 
+/**
+ * --preserve-connections: at SWITCH the source entry becomes PRESERVE (TCP
+ * flows from before stay on the source copy, new ones go to the
+ * destination), and DRAIN_FLOWS waits for those old flows to end.
+ */
+export interface PreserveOptions {
+  /** DRAIN_FLOWS gives up waiting after this long: STOP proceeds, the flows still alive are cut. */
+  maxDrainMs: number;
+  /** An old flow silent this long is taken as gone. */
+  idleMs: number;
+  /** After the client's FIN, a flow quiet this long is closed. */
+  lingerMs: number;
+  /** Time between two reads of the source's flow count. */
+  pollMs: number;
+}
+
+export const DEFAULT_PRESERVE: PreserveOptions = { maxDrainMs: 60_000, idleMs: 30_000, lingerMs: 1_000, pollMs: 200 };
+
+/** What DRAIN_FLOWS found (journaled with its `done`). */
+export interface FlowDrainFacts {
+  /** Old flows alive when the phase began. */
+  atStart: number;
+  /** Old flows still alive at the deadline: cut when the source copy stops. */
+  cut: number;
+  /** How long the phase waited. */
+  waitedMs: number;
+}
+
 /** What a journal says about the whole run (first line). */
 export interface OpenRecord {
   type: 'open';
@@ -55,6 +89,8 @@ export interface OpenRecord {
   driver: DriverSpec;
   announce: AnnounceSpec;
   timing: Timing;
+  /** Present when the run preserves connections (--preserve-connections). */
+  preserve?: PreserveOptions;
 }
 
 /** One app's migration: where from, where to. */
@@ -75,6 +111,10 @@ export interface Facts {
   original?: App;
   /** The destination's tunnel address for this app's address family. */
   tunnel?: string;
+  /** The entry generations this run wrote (DELIVER on the destination, SWITCH on the source): its rollback undoes only those. */
+  generations?: { delivery?: number; switched?: number };
+  /** DRAIN_FLOWS with --preserve-connections: old flows at its start and cut at its deadline. */
+  flows?: FlowDrainFacts;
 }
 
 export type StepRecord =
@@ -123,20 +163,33 @@ export class Journal {
     return j;
   }
 
-  /** Re-open an existing journal to continue it (resume). */
-  static async reopen(path: string, id: string, lastSeq: number): Promise<Journal> {
+  /**
+   * Re-open an existing journal to continue it (resume). `keepBytes` is the
+   * length of its complete lines: a torn tail beyond it is cut off (durably)
+   * first, or the next record would be glued to it and damage the journal.
+   */
+  static async reopen(path: string, id: string, lastSeq: number, keepBytes?: number): Promise<Journal> {
     const j = new Journal(id, path);
     j.seq = lastSeq + 1;
     j.handle = await open(path, 'a');
+    if (keepBytes !== undefined && (await j.handle.stat()).size > keepBytes) {
+      await j.handle.truncate(keepBytes);
+      await j.handle.sync();
+    }
     return j;
   }
 
   /** Append one record; resolves once it is durable (fsync'ed). */
   append(rec: JournalRecord): Promise<void> {
     if (this.closed) return Promise.reject(new Error(`journal ${this.path} is closed`));
-    const stored = { seq: this.seq++, at: new Date().toISOString(), ...rec };
+    const stored: Stored = { seq: this.seq, at: new Date().toISOString(), ...rec };
+    const line = encodeLine(stored);
+    // Never write what reading back would refuse (resume would then refuse a journal of ours): checked as it will be read.
+    const problem = recordProblem(JSON.parse(line.slice(line.indexOf(' ') + 1)));
+    if (problem) return Promise.reject(new Error(`not journaling a ${rec.type} record that could not be read back: ${problem}`));
+    this.seq++;
     return new Promise((resolve, reject) => {
-      this.queue.push({ line: JSON.stringify(stored) + '\n', resolve, reject });
+      this.queue.push({ line, resolve, reject });
       this.flushing ??= this.flush();
     });
   }
@@ -176,10 +229,6 @@ export function newJournalId(label: string): string {
   return `${new Date().toISOString().replace(/[:.]/g, '-')}-${label}-${process.pid}-${Math.random().toString(36).slice(2, 6)}`;
 }
 
-export function journalDir(stateDir: string): string {
-  return join(stateDir, 'journal');
-}
-
 function fsyncDir(dir: string): void {
   const fd = openSync(dir, 'r');
   try {
@@ -189,48 +238,8 @@ function fsyncDir(dir: string): void {
   }
 }
 
-/**
- * Read a journal file. A torn last line (the controller died mid-write; the
- * record was never acknowledged, so its step was never applied) is ignored;
- * a corrupt line anywhere else is an error.
- */
-export function readJournal(path: string): Stored[] {
-  const lines = readFileSync(path, 'utf8').split('\n');
-  const out: Stored[] = [];
-  for (let i = 0; i < lines.length; i++) {
-    const line = lines[i];
-    if (!line) continue;
-    try {
-      out.push(JSON.parse(line) as Stored);
-    } catch {
-      const isLast = lines.slice(i + 1).every((l) => !l);
-      if (isLast) break;
-      throw new Error(`journal ${path} line ${i + 1} is corrupt`);
-    }
-  }
-  return out;
-}
-
-/** The newest journal that has a plan for `app`, or undefined. */
-export function findJournal(stateDir: string, app: string): { path: string; records: Stored[] } | undefined {
-  const dir = journalDir(stateDir);
-  let names: string[];
-  try {
-    names = readdirSync(dir).filter((n) => n.endsWith('.jsonl'));
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw err;
-  }
-  // Ids start with an ISO timestamp, so name order is creation order; mtime breaks ties.
-  const sorted = names
-    .map((n) => ({ n, p: join(dir, n), m: statSync(join(dir, n)).mtimeMs }))
-    .sort((a, b) => (a.n < b.n ? 1 : a.n > b.n ? -1 : b.m - a.m));
-  for (const f of sorted) {
-    const records = readJournal(f.p);
-    if (records.some((r) => r.type === 'plan' && r.app === app)) return { path: f.p, records };
-  }
-  return undefined;
-}
+// Reading journals back lives in journal-files.ts; these are re-exported for the callers that only need them.
+export { DamagedJournalError, findJournal, journalDir, readJournal } from './journal-files.js';
 
 // ---------------------------------------------------------------- the lock
 

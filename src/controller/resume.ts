@@ -19,13 +19,24 @@
  *
  * Every step and undo is idempotent, so re-running one that had already
  * (partly) happened is harmless.
+ *
+ * It acts only on a journal it can trust (journal-format.ts): the newest
+ * one that plans the app, read without damage. A torn last line (the
+ * controller died writing it; never acted on) is dropped and cut off. When
+ * a damaged journal is newer than that one — it may be this app's last
+ * migration — resume refuses (ResumeRefusedError), naming the file, each
+ * problem by line, and the safe choices (`refusal.ts`); it never falls back
+ * to an older journal on its own.
  */
 import { type AgentConnector } from './agent-client.js';
 import { type AnnounceHook, type AnnounceSpec, createAnnounceHook } from './announce.js';
-import { Journal, acquireLock, findJournal, type Facts, type OpenRecord, type Outcome, type PlanRecord, type Stored } from './journal.js';
+import { Journal, acquireLock, type Facts, type OpenRecord, type Outcome, type PlanRecord, type Stored } from './journal.js';
+import { inspectJournal, isDamaged, searchJournals } from './journal-files.js';
+import { ResumeRefusedError, refusalText } from './refusal.js';
 import { COMMITTING_STEP, COMMIT_POINT, Migration, STEPS, message, type MigrationObserver, type MigrationResult, type RestoredState, type Step } from './machine.js';
 import type { ControllerMetrics } from './metrics.js';
 import { switchState } from './steps.js';
+import { DEFAULT_LEASE_TTL_MS, RunLeases } from './leases.js';
 import { createDriver, type DriverSpec, type WorkloadDriver } from '../workload/index.js';
 
 export type ResumeDecision =
@@ -94,6 +105,8 @@ export interface ResumeOptions {
   /** Build the driver / hook from the journal's spec (default: the built-ins); tests inject doubles. */
   createDriver?: (spec: DriverSpec) => WorkloadDriver;
   createAnnounceHook?: (spec: AnnounceSpec) => AnnounceHook;
+  /** The agents' lease on the app's name while resuming (default DEFAULT_LEASE_TTL_MS). */
+  leaseTtlMs?: number;
 }
 
 export interface ResumeResult extends MigrationResult {
@@ -108,16 +121,25 @@ export class ResumeUndecidedError extends Error {
 }
 
 export async function resume(opts: ResumeOptions): Promise<ResumeResult> {
-  const found = findJournal(opts.stateDir, opts.app);
-  if (!found) throw new Error(`no journal of a migration of ${opts.app} in ${opts.stateDir}: nothing to resume`);
-  const open = found.records.find((r): r is Stored<OpenRecord> => r.type === 'open');
-  const plan = found.records.find((r): r is Stored<PlanRecord> => r.type === 'plan' && r.app === opts.app);
-  if (!open || !plan) throw new Error(`journal ${found.path} has no open/plan record for ${opts.app}`);
-  const decision = decideResume(found.records, opts.app);
+  const search = searchJournals(opts.stateDir, opts.app);
+  if (search.damagedNewer.length) throw new ResumeRefusedError(refusalText(opts.app, opts.stateDir, search));
+  if (!search.found) throw new Error(`no journal of a migration of ${opts.app} in ${opts.stateDir}: nothing to resume`);
+  const candidate = search.found;
+  const first = candidate.decoded.records[0];
+  if (first?.type !== 'open') throw new Error(`journal ${candidate.path} has no open record`); // decodeJournal already refuses this
 
-  using _lock = acquireLock(opts.stateDir, opts.app, open.journal);
-  const lastSeq = found.records.reduce((n, r) => Math.max(n, r.seq ?? 0), 0);
-  const journal = await Journal.reopen(found.path, open.journal, lastSeq);
+  using _lock = acquireLock(opts.stateDir, opts.app, first.journal);
+  // Read again under the lock: another controller may have resumed it in between.
+  const file = inspectJournal(candidate.path);
+  if (isDamaged(file)) throw new ResumeRefusedError(refusalText(opts.app, opts.stateDir, { damagedNewer: [file] }));
+  if (!file.decoded.records.some((r) => r.type === 'plan' && r.app === opts.app)) throw new Error(`journal ${file.path} changed while it was read: run --resume again`);
+  const records = file.decoded.records;
+  const open = records[0] as Stored<OpenRecord>;
+  const plan = records.find((r): r is Stored<PlanRecord> => r.type === 'plan' && r.app === opts.app) as Stored<PlanRecord>;
+  const decision = decideResume(records, opts.app);
+  const lastSeq = records.reduce((n, r) => Math.max(n, r.seq), 0);
+  const journal = await Journal.reopen(file.path, open.journal, lastSeq, file.decoded.keepBytes);
+  let leases: RunLeases | undefined;
   try {
     const m = new Migration(
       {
@@ -126,23 +148,50 @@ export async function resume(opts: ResumeOptions): Promise<ResumeResult> {
         source: opts.connect(plan.from),
         dest: opts.connect(plan.to),
         driver: (opts.createDriver ?? createDriver)(open.driver),
-        announce: (opts.createAnnounceHook ?? createAnnounceHook)(open.announce),
+        announce: opts.createAnnounceHook?.(open.announce) ?? createAnnounceHook(open.announce, opts.connect),
         timing: open.timing,
+        ...(open.preserve ? { preserve: open.preserve } : {}),
       },
       journal,
       opts.observe,
       opts.metrics,
-      restoreState(found.records, opts.app),
+      restoreState(records, opts.app),
     );
+    if (file.decoded.torn) {
+      m.ctx.note(`journal ${file.path} line ${file.decoded.torn.line} was torn (the controller stopped while writing it; it was never acted on): cut off`);
+    }
+    if (file.decoded.legacy) {
+      m.ctx.note(`journal ${file.path} is in the previous format (no checksums): its records were checked against the schema, edits cannot be detected`);
+    }
+    // The journal's id owns the app's leases: held by us before, ours again now (refused if another run holds
+    // them). Taken before the first change (after the read that decides, when there is one).
+    const takeLeases = async (): Promise<void> => {
+      leases = RunLeases.of(open.journal, [plan], opts.connect, opts.leaseTtlMs ?? DEFAULT_LEASE_TTL_MS, (msg) => m.ctx.note(msg));
+      try {
+        await leases.take({ renew: true }); // LeaseRefusedError: another run owns the app; nothing changed, exit 1
+      } catch (err) {
+        leases = undefined; // it holds nothing to give back
+        throw err;
+      }
+      if (leases.lost !== undefined) {
+        // an agent did not answer: resuming without the lease could undo another run's writes
+        throw new ResumeUndecidedError(`cannot take the lease on ${opts.app} at its agents: ${leases.lost}; nothing changed — run --resume again when they answer`);
+      }
+      m.ctx.leases = leases;
+    };
+    if (decision.kind !== 'nothing' && decision.kind !== 'check-switch') await takeLeases();
     const facts = m.ctx.facts;
     let observed: string | undefined;
     switch (decision.kind) {
       case 'nothing':
         m.ctx.note(`migration ${open.journal} already ended ${decision.outcome}; nothing to do`);
         return { ...m.result(), outcome: decision.outcome, state: decision.outcome === 'done' ? 'DONE' : 'ROLLED_BACK', decision: decision.kind };
-      case 'roll-back':
+      case 'roll-back': {
+        const restored = restoreState(records, opts.app);
+        if (!restored.entered.includes(COMMITTING_STEP) && facts.original) observed = await sourceStillLocal(m, opts.app, plan);
         await m.rollBack(decision.from ?? (STEPS[0] as Step), `${decision.error} (resumed: rolled back)`);
         break;
+      }
       case 'roll-forward':
         await m.advance(decision.from);
         break;
@@ -159,6 +208,7 @@ export async function resume(opts: ResumeOptions): Promise<ResumeResult> {
           );
         }
         observed = seen.observed;
+        await takeLeases();
         if (seen.state === 'switched') {
           m.ctx.note(`${COMMITTING_STEP} had been applied (source forwards to ${facts.tunnel}): rolling forward`);
           await m.complete(COMMITTING_STEP, 0);
@@ -176,8 +226,32 @@ export async function resume(opts: ResumeOptions): Promise<ResumeResult> {
     }
     return { ...m.result(), decision: decision.kind, ...(observed ? { observed } : {}) };
   } finally {
+    await leases?.release();
     await journal.close();
   }
+}
+
+/**
+ * Before undoing a migration the journal says never reached SWITCH, check
+ * that the source still says so: its entry must be LOCAL, as PREPARE found
+ * it. If it forwards, or is gone, the journal is behind what happened
+ * (records lost, say a file cut at a line boundary, which no checksum
+ * shows): rolling back would stop the only running copy. Refuse instead.
+ */
+async function sourceStillLocal(m: Migration, app: string, plan: PlanRecord): Promise<string> {
+  let seen;
+  try {
+    seen = await switchState(m.ctx);
+  } catch (err) {
+    throw new ResumeUndecidedError(`cannot confirm that the source entry of ${app} on ${plan.from} is still LOCAL before rolling back: ${message(err)}; nothing changed — run --resume again when ${plan.from} answers`);
+  }
+  if (seen.state !== 'local') {
+    throw new ResumeUndecidedError(
+      `the journal says ${COMMITTING_STEP} of ${app} never began, but its source entry on ${plan.from} is ${seen.observed}: the journal is behind what happened (records lost?); ` +
+        `nothing changed — check with routeshift status ${plan.from} ${plan.to} and finish by hand`,
+    );
+  }
+  return seen.observed;
 }
 
 function stripStored(p: Stored<PlanRecord>): PlanRecord {
