@@ -290,7 +290,7 @@ t.test('restart repairs a name index a crash left behind, and drops a name whose
     using names = BpfMap.openPinned(`${pinDir}/rs_app_names`, nameKeyCodec, u32);
     t.ok(names.delete({ kind: 'app', name: 'x' }));
     using meta = BpfMap.openPinned(`${pinDir}/rs_app_meta`, u32, metaValueCodec);
-    meta.update(4000, { kind: 'app', key: { address: '10.209.0.1', proto: 'any', port: 0 }, name: 'ghost', dev: 'vx0', mac: null, macSource: 'given' });
+    meta.update(4000, { kind: 'app', key: { address: '10.209.0.1', proto: 'any', port: 0 }, name: 'ghost', dev: 'vx0', mac: null, macSource: 'given', generation: 1 });
     names.update({ kind: 'app', name: 'ghost' }, 4000);
   }
   agent = await AgentProcess.start({ netns: host.name, pinDir, tokenFile: agent.tokenFile });

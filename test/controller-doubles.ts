@@ -66,11 +66,11 @@ export function agents(): { a: MemoryAgent; b: MemoryAgent; connect: (u: string)
   const b = new MemoryAgent('http://b:7000', { v4: '192.0.2.2' });
   a.apps.set('x', {
     name: 'x', address: '10.200.0.10', proto: 'udp', port: 5000, dev: 'vx-a', mac: '02:00:00:00:0a:01',
-    macSource: 'given', path: { via: 'xdp' }, action: { type: 'local' }, appId: 7, counters: { local: { packets: '0', bytes: '0' }, forward: { packets: '0', bytes: '0' } },
+    macSource: 'given', path: { via: 'xdp' }, action: { type: 'local' }, appId: 7, generation: 1, counters: { local: { packets: '0', bytes: '0' }, forward: { packets: '0', bytes: '0' } },
   });
   a.apps.set('y', {
     name: 'y', address: '10.200.0.11', proto: 'any', port: 0, dev: 'vy-a', mac: '02:00:00:00:0a:02',
-    macSource: 'given', path: { via: 'xdp' }, action: { type: 'local' }, appId: 8, counters: { local: { packets: '0', bytes: '0' }, forward: { packets: '0', bytes: '0' } },
+    macSource: 'given', path: { via: 'xdp' }, action: { type: 'local' }, appId: 8, generation: 2, counters: { local: { packets: '0', bytes: '0' }, forward: { packets: '0', bytes: '0' } },
   });
   const by: Record<string, MemoryAgent> = { [a.url]: a, [b.url]: b };
   return { a, b, connect: (u) => by[u] ?? new MemoryAgent(u, {}) };

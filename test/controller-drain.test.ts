@@ -21,7 +21,7 @@ function hostWith(n: number): { a: MemoryAgent; b: MemoryAgent; c: MemoryAgent; 
     const name = `app${String(i).padStart(4, '0')}`;
     const app: App = {
       name, address: `10.${200 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`, proto: 'udp', port: 7000, dev: `v${i}`, mac: '02:00:00:00:00:01',
-      macSource: 'given', path: { via: 'xdp' }, action: { type: 'local' }, appId: i + 1, counters: { local: { packets: '0', bytes: '0' }, forward: { packets: '0', bytes: '0' } },
+      macSource: 'given', path: { via: 'xdp' }, action: { type: 'local' }, appId: i + 1, generation: i + 1, counters: { local: { packets: '0', bytes: '0' }, forward: { packets: '0', bytes: '0' } },
     };
     a.apps.set(name, app);
   }
@@ -66,7 +66,7 @@ t.test('drain of 50 apps over two destinations: all move, one batched switch, so
   t.equal((switches[0]?.body as unknown[]).length, 50);
   t.equal(a.calls.filter((x) => x.method === 'setAction').length, 0, 'no per-app switch');
   t.type(r.batches.SWITCH, 'number');
-  for (const x of r.apps) t.same(Object.keys(x.phases), ['PREPARE', 'START', 'DELIVER', 'READY', 'SWITCH', 'STOP', 'ANNOUNCE'], `${x.app} timed per phase`);
+  for (const x of r.apps) t.same(Object.keys(x.phases), ['PREPARE', 'START', 'DELIVER', 'READY', 'SWITCH', 'DRAIN_FLOWS', 'STOP', 'ANNOUNCE'], `${x.app} timed per phase`);
   // The journal lets --resume treat any app as an ordinary migration.
   const recs = readJournal(`${dir}/journal/${r.journal}.jsonl`);
   t.same(decideResume(recs, 'app0007'), { kind: 'nothing', outcome: 'done' });

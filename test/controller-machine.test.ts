@@ -46,15 +46,15 @@ async function migrateWith(
 }
 
 t.test('the table names every step once, in protocol order; the commit point follows from it', async (t) => {
-  t.same(STEPS, ['PREPARE', 'START', 'DELIVER', 'READY', 'SWITCH', 'STOP', 'ANNOUNCE'], 'the order of the table is the order of the steps');
+  t.same(STEPS, ['PREPARE', 'START', 'DELIVER', 'READY', 'SWITCH', 'DRAIN_FLOWS', 'STOP', 'ANNOUNCE'], 'the order of the table is the order of the steps');
   t.same(Object.keys(TABLE), [...STEPS]);
   for (const s of ['PREPARE', 'START', 'DELIVER', 'READY', 'SWITCH'] as Step[]) t.equal(TABLE[s].onFailure, 'roll-back', `${s} rolls back`);
-  for (const s of ['STOP', 'ANNOUNCE'] as Step[]) t.equal(TABLE[s].onFailure, 'roll-forward', `${s} rolls forward`);
-  t.equal(COMMIT_POINT, 'STOP', 'the commit point is the first step that rolls forward');
+  for (const s of ['DRAIN_FLOWS', 'STOP', 'ANNOUNCE'] as Step[]) t.equal(TABLE[s].onFailure, 'roll-forward', `${s} rolls forward`);
+  t.equal(COMMIT_POINT, 'DRAIN_FLOWS', 'the commit point is the first step that rolls forward');
   t.equal(COMMITTING_STEP, 'SWITCH', 'the step that commits is the last that rolls back');
   t.same(
     [...describeTable().matchAll(/^(\w+) .*\n\s+next (\w+);/gm)].map((m) => [m[1], m[2]]),
-    [['PREPARE', 'START'], ['START', 'DELIVER'], ['DELIVER', 'READY'], ['READY', 'SWITCH'], ['SWITCH', 'STOP'], ['STOP', 'ANNOUNCE'], ['ANNOUNCE', 'DONE']],
+    [['PREPARE', 'START'], ['START', 'DELIVER'], ['DELIVER', 'READY'], ['READY', 'SWITCH'], ['SWITCH', 'DRAIN_FLOWS'], ['DRAIN_FLOWS', 'STOP'], ['STOP', 'ANNOUNCE'], ['ANNOUNCE', 'DONE']],
     '--help shows each step with the next one',
   );
 });

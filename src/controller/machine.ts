@@ -18,9 +18,10 @@
  * (retry, then FAILED — needs attention).
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Facts, Journal, Outcome } from './journal.js';
+import type { Facts, FlowDrainFacts, Journal, Outcome } from './journal.js';
 import { mapLimit } from './limit.js';
 import type { ControllerMetrics } from './metrics.js';
+import { drainFlows } from './drain-flows.js';
 import * as steps from './steps.js';
 import type { StepContext, StepGroup } from './steps.js';
 
@@ -72,12 +73,20 @@ export const TABLE = {
     onFailure: 'roll-back',
   },
   SWITCH: {
-    does: "one atomic update of the source entry to FORWARD(destination's tunnel address)",
+    does: "one atomic update of the source entry to FORWARD(destination's tunnel address); PRESERVE(it) with --preserve-connections",
     all: steps.switchToForward,
     undo: steps.restoreSource,
     undoes: 'the source entry back to LOCAL, exactly as remembered',
     // The source app still runs until STOP: going back is always possible.
     onFailure: 'roll-back',
+  },
+  DRAIN_FLOWS: {
+    does: "--preserve-connections: wait (≤ --max-drain) until the source reports no TCP flow from before SWITCH alive, then its entry becomes FORWARD; otherwise nothing",
+    all: drainFlows,
+    undo: undefined,
+    undoes: 'nothing: new flows already live on the destination',
+    // The destination serves every new connection by now: only forward.
+    onFailure: 'roll-forward',
   },
   STOP: {
     does: 'after a grace period, the driver stops the app on the source',
@@ -125,6 +134,8 @@ export type MigrationEvent =
   | { type: 'undo'; app: string; state: Step }
   | { type: 'undone'; app: string; state: Step; ms: number }
   | { type: 'note'; app: string; message: string }
+  /** DRAIN_FLOWS: the source's count of old flows still alive changed. */
+  | { type: 'flows'; app: string; active: number; elapsedMs: number }
   | { type: 'end'; app: string; outcome: Outcome; error?: string; totalMs: number };
 
 export type MigrationObserver = (e: MigrationEvent) => void;
@@ -142,6 +153,10 @@ export interface MigrationResult {
   rollback: Partial<Record<Step, number>>;
   totalMs: number;
   error?: string;
+  /** --preserve-connections: old flows at DRAIN_FLOWS' start, and cut at its deadline. */
+  flows?: FlowDrainFacts;
+  /** DRAIN_FLOWS: the old-flow count each time it changed (the first MAX_FLOW_SAMPLES). */
+  flowProgress?: { elapsedMs: number; active: number }[];
   notes: string[];
 }
 
@@ -153,6 +168,8 @@ export interface RestoredState {
 }
 
 const UNDO_ATTEMPTS = 3;
+/** DRAIN_FLOWS progress kept per app for the result (the count falls at most once per poll). */
+const MAX_FLOW_SAMPLES = 500;
 
 /** A step for one app on its own: what a migration runs, and a group's apps when their batch failed. */
 async function runAlone(row: TableRow, ctx: StepContext): Promise<Facts | undefined> {
@@ -173,12 +190,13 @@ export class Migration {
   private readonly phases: Partial<Record<Step, number>> = {};
   private readonly undoMs: Partial<Record<Step, number>> = {};
   private readonly notes: string[] = [];
+  private readonly flowProgress: { elapsedMs: number; active: number }[] = [];
   private readonly t0 = performance.now();
   private outcome: Outcome | undefined;
   private error: string | undefined;
 
   constructor(
-    base: Omit<StepContext, 'note' | 'facts'> & { facts?: Facts },
+    base: Omit<StepContext, 'note' | 'facts' | 'progress'> & { facts?: Facts },
     private readonly journal: Journal,
     private readonly observe: MigrationObserver = () => {},
     private readonly metrics?: ControllerMetrics,
@@ -190,6 +208,10 @@ export class Migration {
       note: (message) => {
         this.notes.push(message);
         this.observe({ type: 'note', app: this.app, message });
+      },
+      progress: (active, elapsedMs) => {
+        if (this.flowProgress.length < MAX_FLOW_SAMPLES) this.flowProgress.push({ elapsedMs: round(elapsedMs), active });
+        this.observe({ type: 'flows', app: this.app, active, elapsedMs: round(elapsedMs) });
       },
     };
     if (restored) {
@@ -222,6 +244,13 @@ export class Migration {
     const attempts = row.onFailure === 'roll-forward' ? Math.max(1, this.ctx.timing.forwardAttempts) : 1;
     let lastErr: unknown;
     for (let attempt = 1; attempt <= attempts; attempt++) {
+      try {
+        // A run that lost its leases takes no step — not even entered, so nothing of it is undone — and goes back (or stops) by the table.
+        this.ctx.leases?.check();
+      } catch (err) {
+        lastErr = err;
+        break;
+      }
       await this.enter(step, attempt);
       const t = performance.now();
       try {
@@ -258,6 +287,7 @@ export class Migration {
     this.done.add(step);
     this.phases[step] = round(ms);
     this.metrics?.phase(step, ms);
+    if (facts?.flows) this.metrics?.flows(this.app, facts.flows);
     this.observe({ type: 'done', app: this.app, state: step, ms: round(ms) });
   }
 
@@ -329,6 +359,8 @@ export class Migration {
       rollback: { ...this.undoMs },
       totalMs: round(performance.now() - this.t0),
       ...(this.error ? { error: this.error } : {}),
+      ...(this.ctx.facts.flows ? { flows: { ...this.ctx.facts.flows } } : {}),
+      ...(this.flowProgress.length ? { flowProgress: [...this.flowProgress] } : {}),
       notes: [...this.notes],
     };
   }
@@ -391,6 +423,8 @@ export class MigrationGroup {
    * the others with it: the batch is an optimisation, never a different meaning.
    */
   private async together(step: Step, apps: readonly Migration[], all: (g: StepGroup) => Promise<readonly Facts[] | void>): Promise<void> {
+    // leases lost: each app stops alone, by the table, without entering the step
+    if (apps.some((m) => m.ctx.leases?.lost !== undefined)) return this.alone(step, apps);
     await Promise.all(apps.map((m) => m.enter(step)));
     const t = performance.now();
     let facts: readonly Facts[] | void;

@@ -15,10 +15,11 @@
  */
 import { isIP } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { type AgentApi, type AgentStatus, type App, type DeliverySpec, type Op, AgentRefusedError } from './agent-client.js';
+import { type Action, type AgentApi, type AgentStatus, type App, type DeliverySpec, type Op, AgentRefusedError } from './agent-client.js';
 import type { AnnounceHook, Announcement } from './announce.js';
-import type { Facts, PlanRecord, Timing } from './journal.js';
-import type { DriverContext, WorkloadApp, WorkloadDriver, WorkloadHost } from '../workload/driver.js';
+import type { Facts, PlanRecord, PreserveOptions, Timing } from './journal.js';
+import type { DriverContext, ProbeSpec, WorkloadApp, WorkloadDriver, WorkloadHost } from '../workload/driver.js';
+import type { RunLeases } from './leases.js';
 
 /** Everything a step needs about one app. `facts` is filled by PREPARE and restored from the journal on resume. */
 export interface StepContext {
@@ -38,6 +39,12 @@ export interface StepContext {
   switchedAt?: number;
   /** A note for the operator (driver remarks, skipped sub-steps). */
   note(message: string): void;
+  /** The run's leases on its apps' names (leases.ts); every write is made as their owner, `journalId`. */
+  leases?: RunLeases;
+  /** --preserve-connections: SWITCH sets PRESERVE, DRAIN_FLOWS waits for the old flows (drain-flows.ts). */
+  preserve?: PreserveOptions;
+  /** DRAIN_FLOWS: the source's count of old flows still alive changed. */
+  progress?(activeFlows: number, elapsedMs: number): void;
 }
 
 /** The apps a step runs on together (they share one driver, hook and timing), and how their map updates travel. */
@@ -121,42 +128,66 @@ function byAgent(apps: readonly StepContext[], at: (ctx: StepContext) => AgentAp
   return [...out.values()];
 }
 
-/** One op as its own request. The answer to a set-action must show the action set. */
-async function applyOne(agent: AgentApi, op: Op): Promise<void> {
+/** One op as its own request, made as `owner`; answers the entry's generation after it (0: deleted). The answer to a set-action must show the action set. */
+async function applyOne(agent: AgentApi, op: Op, owner: string): Promise<number> {
+  const guard = { owner, ...(op.ifGeneration === undefined ? {} : { ifGeneration: op.ifGeneration }) };
   switch (op.op) {
     case 'put-app': {
-      const { op: _op, name, ...spec } = op;
-      await agent.putApp(name, spec);
-      return;
+      const { op: _op, name, ifGeneration: _if, ...spec } = op;
+      return (await agent.putApp(name, spec, guard)).generation;
     }
     case 'set-action': {
-      const { action } = await agent.setAction(op.name, op.action);
-      if (action.type !== op.action.type || (action.type === 'forward' && op.action.type === 'forward' && action.tunnel !== op.action.tunnel)) {
+      const { action, generation } = await agent.setAction(op.name, op.action, guard);
+      if (action.type !== op.action.type || ('tunnel' in action && 'tunnel' in op.action && action.tunnel !== op.action.tunnel)) {
         throw new StepFailure(`agent ${agent.url} answered set-action of ${op.name} with action ${JSON.stringify(action)}`);
       }
-      return;
+      return generation;
     }
     case 'delete-app':
-      await agent.deleteApp(op.name);
-      return;
+      await agent.deleteApp(op.name, guard);
+      return 0;
     case 'put-delivery': {
-      const { op: _op, name, ...spec } = op;
-      await agent.putDelivery(name, spec);
-      return;
+      const { op: _op, name, ifGeneration: _if, ...spec } = op;
+      return (await agent.putDelivery(name, spec, guard)).generation;
     }
     case 'delete-delivery':
-      await agent.deleteDelivery(op.name);
-      return;
+      await agent.deleteDelivery(op.name, guard);
+      return 0;
   }
 }
 
-/** Each app's `op` to its agent `at`: one batch per agent (all agents at once), or app by app. */
-async function write(g: StepGroup, at: (ctx: StepContext) => AgentApi, op: (ctx: StepContext) => Op): Promise<void> {
+/**
+ * Each app's `op` to its agent `at`, made as the run's lease owner: one
+ * batch per agent (all agents at once), or app by app. Answers each app's
+ * entry generation after it, in the group's order (0: deleted, or an agent
+ * that predates generations).
+ */
+async function write(g: StepGroup, at: (ctx: StepContext) => AgentApi, op: (ctx: StepContext) => Op): Promise<number[]> {
+  const owner = (ctx: StepContext): string => ctx.journalId;
   if (!g.batched) {
-    for (const ctx of g.apps) await applyOne(at(ctx), op(ctx));
-    return;
+    const out: number[] = [];
+    for (const ctx of g.apps) out.push(await applyOne(at(ctx), op(ctx), owner(ctx)));
+    return out;
   }
-  await Promise.all(byAgent(g.apps, at).map(([agent, apps]) => agent.batch(apps.map(op))));
+  const gens = new Map<StepContext, number>();
+  await Promise.all(
+    byAgent(g.apps, at).map(async ([agent, apps]) => {
+      // a group is one run: its apps share the journal id, the lease owner
+      const r = await agent.batch(apps.map(op), { owner: owner(apps[0] as StepContext), generations: true });
+      apps.forEach((ctx, i) => gens.set(ctx, r.generations?.[i] ?? 0));
+    }),
+  );
+  return g.apps.map((ctx) => gens.get(ctx) ?? 0);
+}
+
+/** The generations this run wrote, for the journal: a step's facts replace the whole field, so the others are carried along. */
+function wrote(ctx: StepContext, which: 'delivery' | 'switched', generation: number): Facts {
+  return generation > 0 ? { generations: { ...ctx.facts.generations, [which]: generation } } : {};
+}
+
+/** A refusal because the entry moved on (412, a conditional write). */
+function moved(err: unknown): err is AgentRefusedError {
+  return err instanceof AgentRefusedError && err.status === 412;
 }
 
 /** Each app's entry on its source (undefined: none): one listing per source, or one GET per app. */
@@ -214,13 +245,20 @@ export async function stopOnDestination(ctx: StepContext): Promise<void> {
 }
 
 /** 3 DELIVER: each destination hands tunnelled packets for its apps to their interfaces there. */
-export async function deliver(g: StepGroup): Promise<void> {
-  await write(g, (ctx) => ctx.dest, (ctx) => ({ op: 'put-delivery', name: ctx.plan.app, ...destinationEntry(ctx) }));
+export async function deliver(g: StepGroup): Promise<Facts[]> {
+  const gens = await write(g, (ctx) => ctx.dest, (ctx) => ({ op: 'put-delivery', name: ctx.plan.app, ...destinationEntry(ctx) }));
+  return g.apps.map((ctx, i) => wrote(ctx, 'delivery', gens[i] ?? 0));
 }
 
-/** undo DELIVER. */
+/** undo DELIVER: only the delivery this run wrote (its generation); one written since is someone else's and stays. */
 export async function removeDelivery(ctx: StepContext): Promise<void> {
-  await ctx.dest.deleteDelivery(ctx.plan.app);
+  const generation = ctx.facts.generations?.delivery;
+  try {
+    await ctx.dest.deleteDelivery(ctx.plan.app, { owner: ctx.journalId, ...(generation ? { ifGeneration: generation } : {}) });
+  } catch (err) {
+    if (!moved(err)) throw err;
+    ctx.note(`the delivery of ${ctx.plan.app} on ${ctx.plan.to} was written by someone else after DELIVER (${err.agentMessage ?? err.message}): left as it is`);
+  }
 }
 
 /** 4 READY: wait for the driver to say the app executes on the destination, bounded by the ready timeout. */
@@ -230,27 +268,99 @@ export async function awaitReady(ctx: StepContext): Promise<void> {
   const maxRounds = Math.ceil(readyTimeoutMs / Math.max(1, probeIntervalMs)) + 2;
   const app = workloadApp(ctx);
   const host = destHost(ctx);
+  const viaAgent = ctx.driver.agentProbe;
+  let last = '';
   for (let round = 0; round < maxRounds && Date.now() <= deadline; round++) {
-    if (await ctx.driver.probe(app, host, driverCtx(ctx))) return;
+    if (viaAgent) {
+      const r = await probeOnDestination(ctx, viaAgent);
+      if (r === true) return;
+      last = r;
+    } else if (await ctx.driver.probe(app, host, driverCtx(ctx))) return;
     await sleep(Math.min(probeIntervalMs, Math.max(0, deadline - Date.now())));
   }
-  throw new StepFailure(`${app.name} did not become ready on ${ctx.plan.to} within ${readyTimeoutMs} ms (driver ${ctx.driver.kind})`);
+  const how = viaAgent ? `the destination agent's ${viaAgent.proto}:${viaAgent.port} probe${last ? `: ${last}` : ''}` : `driver ${ctx.driver.kind}`;
+  throw new StepFailure(`${app.name} did not become ready on ${ctx.plan.to} within ${readyTimeoutMs} ms (${how})`);
+}
+
+/**
+ * A network probe run by the destination agent, on its host, toward the
+ * app behind the delivery entry DELIVER put there: it reaches the
+ * destination's copy whatever the network routes the app's address to
+ * (a probe from the controller may be answered by the source's copy).
+ * true, or why not.
+ */
+async function probeOnDestination(ctx: StepContext, spec: ProbeSpec): Promise<true | string> {
+  try {
+    const r = await ctx.dest.probe({ name: ctx.plan.app, proto: spec.proto, port: spec.port, ...(spec.timeoutMs ? { timeoutMs: spec.timeoutMs } : {}) });
+    return r.ok ? true : `${r.error ?? 'no answer'} (${r.address} on ${r.dev})`;
+  } catch (err) {
+    return message(err); // refused (no delivery, no route through its device) or unreachable: not ready yet
+  }
+}
+
+function message(err: unknown): string {
+  return err instanceof AgentRefusedError ? (err.agentMessage ?? err.message) : err instanceof Error ? err.message : String(err);
+}
+
+function sameAction(a: Action, b: Action): boolean {
+  return a.type === b.type && ('tunnel' in a ? a.tunnel : undefined) === ('tunnel' in b ? b.tunnel : undefined);
 }
 
 /** 5 SWITCH: each source entry becomes FORWARD(destination) in one atomic update — a drain's all in one batch. */
-export async function switchToForward(g: StepGroup): Promise<void> {
-  await write(g, (ctx) => ctx.source, (ctx) => ({ op: 'set-action', name: ctx.plan.app, action: { type: 'forward', tunnel: tunnel(ctx) } }));
+export async function switchToForward(g: StepGroup): Promise<Facts[]> {
+  // Only the entry PREPARE saw is switched: one written since (its generation moved) is someone else's.
+  const since = (ctx: StepContext): { ifGeneration?: number } => (original(ctx).generation ? { ifGeneration: original(ctx).generation } : {});
+  let gens: number[];
+  try {
+    gens = await write(g, (ctx) => ctx.source, (ctx) => ({ op: 'set-action', name: ctx.plan.app, action: switchAction(ctx), ...since(ctx) }));
+  } catch (err) {
+    // Alone (a migration, or the per-app retry of a batch whose answer was lost), a 412 may be
+    // this run's own switch: the entry tells.
+    const ctx = g.apps[0];
+    if (g.batched || g.apps.length !== 1 || !ctx || !moved(err)) throw err;
+    const now = await ctx.source.getApp(ctx.plan.app);
+    if (!now || !sameAction(now.action, switchAction(ctx))) {
+      throw new StepFailure(`the source entry of ${ctx.plan.app} on ${ctx.plan.from} was written by someone else after PREPARE (${message(err)}): not switched`);
+    }
+    gens = [now.generation];
+  }
+  return g.apps.map((ctx, i) => wrote(ctx, 'switched', gens[i] ?? 0));
 }
 
-/** undo SWITCH: the source entry exactly as it was (LOCAL). */
+/** What SWITCH sets: FORWARD to the destination (PRESERVE when preserving connections: old TCP flows stay on the source until DRAIN_FLOWS). */
+function switchAction(ctx: StepContext): Action {
+  return { type: ctx.preserve ? 'preserve' : 'forward', tunnel: tunnel(ctx) };
+}
+
+/**
+ * undo SWITCH: the source entry exactly as it was (LOCAL) — if it is still
+ * what this run left it: the generation its SWITCH wrote, or the one
+ * PREPARE saw when that is not known (SWITCH never answered). One written
+ * since by someone else is not this run's to undo: that needs an operator.
+ */
 export async function restoreSource(ctx: StepContext): Promise<void> {
   const o = original(ctx);
+  const mine = ctx.facts.generations?.switched ?? (o.generation || undefined);
   try {
-    await ctx.source.setAction(o.name, o.action);
+    await ctx.source.setAction(o.name, o.action, { owner: ctx.journalId, ...(mine ? { ifGeneration: mine } : {}) });
   } catch (err) {
-    // The entry vanished (someone deleted it): put the remembered one back whole.
+    if (moved(err)) {
+      const now = await ctx.source.getApp(o.name);
+      if (now && sameAction(now.action, o.action)) return; // already as it was
+      if (now && ctx.facts.generations?.switched === undefined && sameAction(now.action, switchAction(ctx))) {
+        // this run's own SWITCH, whose answer never came: undone as it is now
+        await ctx.source.setAction(o.name, o.action, { owner: ctx.journalId, ifGeneration: now.generation });
+        return;
+      }
+      throw new StepFailure(`the source entry of ${o.name} on ${ctx.plan.from} was written by someone else (${message(err)}): not restored`);
+    }
+    // The entry vanished (someone deleted it): put the remembered one back whole, unless someone made a new one.
     if (!(err instanceof AgentRefusedError && err.status === 404)) throw err;
-    await ctx.source.putApp(o.name, { address: o.address, proto: o.proto, port: o.port, dev: o.dev, ...(o.mac ? { mac: o.mac } : {}), action: o.action });
+    await ctx.source.putApp(
+      o.name,
+      { address: o.address, proto: o.proto, port: o.port, dev: o.dev, ...(o.mac ? { mac: o.mac } : {}), action: o.action },
+      { owner: ctx.journalId, ifGeneration: 0 },
+    );
   }
 }
 
@@ -262,7 +372,7 @@ export async function restoreSource(ctx: StepContext): Promise<void> {
 export async function switchState(ctx: StepContext): Promise<{ state: 'switched' | 'local' | 'other'; observed: string }> {
   const entry = await ctx.source.getApp(ctx.plan.app);
   const observed = entry ? JSON.stringify(entry.action) : 'no entry';
-  if (entry?.action.type === 'forward' && entry.action.tunnel === ctx.facts.tunnel) return { state: 'switched', observed };
+  if ((entry?.action.type === 'forward' || entry?.action.type === 'preserve') && entry.action.tunnel === ctx.facts.tunnel) return { state: 'switched', observed };
   return { state: entry?.action.type === 'local' ? 'local' : 'other', observed };
 }
 
@@ -283,6 +393,8 @@ export async function stopOnSource(ctx: StepContext): Promise<void> {
  *  a. each destination gets its own LOCAL redirect entry first, so packets
  *     the network starts delivering straight to it are delivered locally;
  *  b. the hook moves the network's routes to the destinations (one call);
+ *     a hook whose sources announced too (bgp) withdraws theirs a grace
+ *     period later, and the next step waits another;
  *  c. after a grace period (packets already routed to the source are still
  *     forwarded by it), the source entries are removed — the source is empty;
  *  d. after another short grace (tunnelled packets still in flight from the
@@ -302,6 +414,12 @@ export async function announce(g: StepGroup): Promise<void> {
     return;
   }
   await sleep(timing.announceGraceMs);
+  if (hook.withdrawAll) {
+    // The sources stop announcing once the destinations' routes had a grace period to spread; the network may
+    // still send packets to a source for a moment after, and it forwards them until its entry goes (next grace).
+    await hook.withdrawAll(g.apps.map(announcement));
+    await sleep(timing.announceGraceMs);
+  }
   await write(g, (ctx) => ctx.source, (ctx) => ({ op: 'delete-app', name: ctx.plan.app }));
   await sleep(Math.min(timing.announceGraceMs, 200));
   await write(g, (ctx) => ctx.dest, (ctx) => ({ op: 'delete-delivery', name: ctx.plan.app }));

@@ -62,8 +62,13 @@ export interface AppKey {
   port: number;
 }
 
-/** What the source host does with an app's packets: deliver them here, or forward them to another host's tunnel address. */
-export type Action = { type: 'local' } | { type: 'forward'; tunnel: string };
+/**
+ * What the source host does with an app's packets: deliver them here, or
+ * forward them to another host's tunnel address, or preserve connections
+ * (TCP flows that exist when it is set stay here, new flows and datagrams
+ * are forwarded: bpf/flows.h).
+ */
+export type Action = { type: 'local' } | { type: 'forward'; tunnel: string } | { type: 'preserve'; tunnel: string };
 
 /**
  * How packets reach an app's device on this host (enum rs_path in
@@ -96,13 +101,29 @@ export interface AppSpec extends EntrySpec {
   action: Action;
 }
 
+/**
+ * A write's condition on the entry it changes: applied only while the
+ * entry's generation is this one (0: only while there is no entry).
+ */
+export interface Conditional {
+  ifGeneration?: number;
+}
+
 /** One change of a batch, typed (what the store applies). */
-export type BatchOp =
+export type BatchOp = (
   | { op: 'put-app'; name: string; spec: AppSpec }
   | { op: 'set-action'; name: string; action: Action }
   | { op: 'delete-app'; name: string }
   | { op: 'put-delivery'; name: string; spec: EntrySpec }
-  | { op: 'delete-delivery'; name: string };
+  | { op: 'delete-delivery'; name: string }
+) &
+  Conditional;
+
+/** Who writes, and on what condition: the query of a single-entry write (`?owner=…&ifGeneration=…`). */
+export interface WriteGuard extends Conditional {
+  /** The lease owner the write is made for (a migration's id); required on a leased name. */
+  owner?: string;
+}
 
 // ---------------------------------------------------------- wire bodies --
 
@@ -126,12 +147,68 @@ export interface DeliveryBody {
 }
 
 /** One op of POST /v1/batch, as sent. */
-export type OpBody =
+export type OpBody = (
   | ({ op: 'put-app'; name: string } & AppBody)
   | { op: 'set-action'; name: string; action: Action }
   | { op: 'delete-app'; name: string }
   | ({ op: 'put-delivery'; name: string } & DeliveryBody)
-  | { op: 'delete-delivery'; name: string };
+  | { op: 'delete-delivery'; name: string }
+) &
+  Conditional;
+
+/** Body of POST /v1/batch. */
+export interface BatchBody {
+  ops: OpBody[];
+  /** The lease owner every op is made for (required for ops on leased names). */
+  owner?: string;
+  /** Answer each op's entry generation after the batch (`generations`, 0 for a deleted entry). */
+  generations?: boolean;
+}
+
+/** Body of POST /v1/leases: lease `names` (apps and deliveries of those names) to `owner` for `ttlMs`, all or none. */
+export interface LeaseBody {
+  owner: string;
+  ttlMs: number;
+  names: string[];
+  /**
+   * The owner held these leases before (a renewal). Only matters right
+   * after an agent restart: then the agent grants renewals but refuses new leases.
+   */
+  renew?: boolean;
+}
+
+/** A lease as GET /v1/leases lists it. */
+export interface LeaseView {
+  name: string;
+  owner: string;
+  remainingMs: number;
+}
+
+/** The answer to POST /v1/leases. */
+export interface LeaseGrant {
+  owner: string;
+  names: number;
+  ttlMs: number;
+}
+
+/** Body of POST /v1/probe: probe the app behind one of this agent's delivery entries, from this host. */
+export interface ProbeBody {
+  /** The delivery entry (its address, through its device). */
+  name: string;
+  proto: 'udp' | 'tcp';
+  port: number;
+  /** Default 300 ms, at most MAX_PROBE_TIMEOUT_MS. */
+  timeoutMs?: number;
+}
+
+/** The answer to POST /v1/probe (200 whether or not the app answered). */
+export interface ProbeView {
+  ok: boolean;
+  address: string;
+  dev: string;
+  rttMs: number | null;
+  error?: string;
+}
 
 // ---------------------------------------------------------------- views --
 
@@ -159,6 +236,8 @@ interface EntryView {
   macSource: MacSource;
   appId: number;
   path: PathView;
+  /** Moves with every write of the entry (the agent's write counter then); conditional writes name it. */
+  generation: number;
 }
 
 /** An app as GET /v1/apps/:name answers it. */
@@ -170,6 +249,35 @@ export interface AppView extends EntryView {
 /** A delivery as GET /v1/deliveries/:name answers it. */
 export interface DeliveryView extends EntryView {
   counters: { deliver: CounterView };
+}
+
+/**
+ * GET /v1/apps/:name/flows: the preserve action's TCP flows of an app on its
+ * source host (src/agent/flows.ts). Counters are decimal strings (64-bit).
+ */
+export interface FlowsView {
+  app: string;
+  action: Action['type'];
+  /** Old flows (from before SWITCH) still alive, closing ones included: what DRAIN_FLOWS waits for. */
+  active: number;
+  /** FIN seen from the client, a packet within lingerMs. */
+  closing: number;
+  /** RST seen, or FIN and quiet for lingerMs. */
+  closed: number;
+  /** Nothing for idleMs: taken as gone. */
+  idle: number;
+  /** Old flows first seen while preserving: kept on this host. */
+  pinned: string;
+  /** New flows (SYN) recorded and forwarded to the destination. */
+  sent: string;
+  /** SYNs the new-flow table could not record: served on this host instead. */
+  refused: string;
+  /** New flows whose table entry was evicted (their later packets look old and reach this host, which resets them). */
+  evicted: string;
+  idleMs: number;
+  lingerMs: number;
+  /** Entries of each flow table. */
+  capacity: number;
 }
 
 /** A device entries deliver into, as GET /status shows it. */
@@ -215,6 +323,19 @@ function onlyKeys(o: Json, allowed: readonly string[], field: string): void {
     if (!allowed.includes(k)) throw new FieldError(`${field}.${k}`.replace(/^\./, ''), `unknown field (expected ${allowed.join(', ')})`);
   }
 }
+
+/** Longest lease owner id (a migration's journal id is ~60). */
+export const MAX_OWNER_CHARS = 128;
+const OWNER_RE = new RegExp(`^[A-Za-z0-9_.:-]{1,${MAX_OWNER_CHARS}}$`);
+/** Generations are 32-bit. */
+export const MAX_GENERATION = 0xffffffff;
+/** The longest lease an agent grants (a holder renews it; a dead holder's lease must lapse soon). */
+export const MAX_LEASE_TTL_MS = 600_000;
+export const MIN_LEASE_TTL_MS = 100;
+/** Names one lease request may hold (a drain of a full host). */
+export const MAX_LEASE_NAMES = 1_000_000;
+export const MAX_PROBE_TIMEOUT_MS = 10_000;
+export const DEFAULT_PROBE_TIMEOUT_MS = 300;
 
 export function parseName(value: unknown, field = 'name'): string {
   if (typeof value !== 'string' || !NAME_RE.test(value)) {
@@ -282,11 +403,11 @@ export function parseAction(value: unknown, field = 'action'): Action {
     onlyKeys(o, ['type'], field);
     return { type: 'local' };
   }
-  if (o.type === 'forward') {
+  if (o.type === 'forward' || o.type === 'preserve') {
     onlyKeys(o, ['type', 'tunnel'], field);
-    return { type: 'forward', tunnel: parseAddressField(o.tunnel, `${field}.tunnel`) };
+    return { type: o.type, tunnel: parseAddressField(o.tunnel, `${field}.tunnel`) };
   }
-  throw new FieldError(`${field}.type`, 'expected "local" or "forward"');
+  throw new FieldError(`${field}.type`, 'expected "local", "forward" or "preserve"');
 }
 
 const ENTRY_FIELDS = ['address', 'proto', 'port', 'dev', 'mac'] as const;
@@ -315,13 +436,84 @@ export function parseDeliveryBody(body: unknown, prefix = '', extra: readonly st
 
 export const MAX_BATCH_OPS = 1_000_000;
 
+export function parseOwner(value: unknown, field = 'owner'): string {
+  if (typeof value !== 'string' || !OWNER_RE.test(value)) throw new FieldError(field, `expected 1-${MAX_OWNER_CHARS} characters of A-Z a-z 0-9 _ . : -`);
+  return value;
+}
+
+function parseGeneration(value: unknown, field: string): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > MAX_GENERATION) {
+    throw new FieldError(field, `expected an entry generation: an integer 0..${MAX_GENERATION} (0: the entry must not exist)`);
+  }
+  return value;
+}
+
 /** The ops array of a batch body (each op is checked by parseBatchOp). */
 export function batchOps(body: unknown): readonly unknown[] {
   const o = object(body, 'body');
-  onlyKeys(o, ['ops'], '');
+  onlyKeys(o, ['ops', 'owner', 'generations'], '');
   if (!Array.isArray(o.ops)) throw new FieldError('ops', 'expected an array of operations');
   if (o.ops.length > MAX_BATCH_OPS) throw new FieldError('ops', `at most ${MAX_BATCH_OPS} operations per batch`);
   return o.ops as unknown[];
+}
+
+/** The rest of a batch body: who writes, and whether to answer the generations. */
+export function batchOptions(body: unknown): { owner: string | undefined; generations: boolean } {
+  const o = object(body, 'body');
+  if (o.generations !== undefined && typeof o.generations !== 'boolean') throw new FieldError('generations', 'expected true or false');
+  return { owner: o.owner === undefined ? undefined : parseOwner(o.owner), generations: o.generations === true };
+}
+
+/** `?owner=…&ifGeneration=…` of a single-entry write. */
+export function parseWriteQuery(query: unknown): WriteGuard {
+  const o = object(query ?? {}, 'query');
+  onlyKeys(o, ['owner', 'ifGeneration'], '');
+  const guard: WriteGuard = {};
+  if (o.owner !== undefined) guard.owner = parseOwner(o.owner);
+  if (o.ifGeneration !== undefined) {
+    const n = typeof o.ifGeneration === 'string' && /^[0-9]{1,10}$/.test(o.ifGeneration) ? Number(o.ifGeneration) : NaN;
+    guard.ifGeneration = parseGeneration(n, 'ifGeneration');
+  }
+  return guard;
+}
+
+export function parseLeaseBody(body: unknown): LeaseBody {
+  const o = object(body, 'body');
+  onlyKeys(o, ['owner', 'ttlMs', 'names', 'renew'], '');
+  const owner = parseOwner(o.owner);
+  if (typeof o.ttlMs !== 'number' || !Number.isInteger(o.ttlMs) || o.ttlMs < MIN_LEASE_TTL_MS || o.ttlMs > MAX_LEASE_TTL_MS) {
+    throw new FieldError('ttlMs', `expected an integer ${MIN_LEASE_TTL_MS}..${MAX_LEASE_TTL_MS} (milliseconds)`);
+  }
+  if (!Array.isArray(o.names) || o.names.length === 0) throw new FieldError('names', 'expected a non-empty array of names');
+  if (o.names.length > MAX_LEASE_NAMES) throw new FieldError('names', `at most ${MAX_LEASE_NAMES} names per request`);
+  const names = (o.names as unknown[]).map((n, i) => parseName(n, `names[${i}]`));
+  if (o.renew !== undefined && typeof o.renew !== 'boolean') throw new FieldError('renew', 'expected true or false');
+  return { owner, ttlMs: o.ttlMs, names, ...(o.renew === true ? { renew: true } : {}) };
+}
+
+/** `?names=a,b` of DELETE /v1/leases/:owner (none: every name the owner leases). */
+export function parseReleaseQuery(query: unknown): string[] | undefined {
+  const o = object(query ?? {}, 'query');
+  onlyKeys(o, ['names'], '');
+  if (o.names === undefined) return undefined;
+  if (typeof o.names !== 'string' || o.names === '') throw new FieldError('names', 'expected names separated by commas');
+  return o.names.split(',').map((n, i) => parseName(n, `names[${i}]`));
+}
+
+export function parseProbeBody(body: unknown): Required<ProbeBody> {
+  const o = object(body, 'body');
+  onlyKeys(o, ['name', 'proto', 'port', 'timeoutMs'], '');
+  const name = parseName(o.name);
+  if (o.proto !== 'udp' && o.proto !== 'tcp') throw new FieldError('proto', 'expected "udp" or "tcp"');
+  if (typeof o.port !== 'number' || !Number.isInteger(o.port) || o.port < 1 || o.port > 65535) throw new FieldError('port', 'expected an integer port in 1..65535');
+  let timeoutMs = DEFAULT_PROBE_TIMEOUT_MS;
+  if (o.timeoutMs !== undefined) {
+    if (typeof o.timeoutMs !== 'number' || !Number.isInteger(o.timeoutMs) || o.timeoutMs < 1 || o.timeoutMs > MAX_PROBE_TIMEOUT_MS) {
+      throw new FieldError('timeoutMs', `expected an integer 1..${MAX_PROBE_TIMEOUT_MS} (milliseconds)`);
+    }
+    timeoutMs = o.timeoutMs;
+  }
+  return { name, proto: o.proto, port: o.port, timeoutMs };
 }
 
 /** Op `i` of a batch body. */
@@ -329,18 +521,19 @@ export function parseBatchOp(raw: unknown, i: number): BatchOp {
   const f = `ops[${i}]`;
   const op = object(raw, f);
   const name = parseName(op.name, `${f}.name`);
+  const cond: Conditional = op.ifGeneration === undefined ? {} : { ifGeneration: parseGeneration(op.ifGeneration, `${f}.ifGeneration`) };
   switch (op.op) {
     case 'put-app':
-      return { op: 'put-app', name, spec: parseAppBody(op, f, ['op', 'name']) };
+      return { op: 'put-app', name, spec: parseAppBody(op, f, ['op', 'name', 'ifGeneration']), ...cond };
     case 'set-action':
-      onlyKeys(op, ['op', 'name', 'action'], f);
-      return { op: 'set-action', name, action: parseAction(op.action, `${f}.action`) };
+      onlyKeys(op, ['op', 'name', 'action', 'ifGeneration'], f);
+      return { op: 'set-action', name, action: parseAction(op.action, `${f}.action`), ...cond };
     case 'delete-app':
     case 'delete-delivery':
-      onlyKeys(op, ['op', 'name'], f);
-      return { op: op.op, name };
+      onlyKeys(op, ['op', 'name', 'ifGeneration'], f);
+      return { op: op.op, name, ...cond };
     case 'put-delivery':
-      return { op: 'put-delivery', name, spec: parseDeliveryBody(op, f, ['op', 'name']) };
+      return { op: 'put-delivery', name, spec: parseDeliveryBody(op, f, ['op', 'name', 'ifGeneration']), ...cond };
     default:
       throw new FieldError(`${f}.op`, 'expected put-app, set-action, delete-app, put-delivery or delete-delivery');
   }

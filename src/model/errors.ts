@@ -21,8 +21,42 @@ export class ConflictError extends Error {
   readonly status = 409;
 }
 
-export type ApiError = FieldError | NotFoundError | ConflictError;
+/** Who holds a lease on a name (docs/agent-api.md, "Leases"). */
+export interface LeaseHolder {
+  name: string;
+  owner: string;
+  /** How long the lease has left; 0 when the refusal is the agent's restart grace (below). */
+  remainingMs: number;
+}
+
+/**
+ * A write or a grant refused because another owner leases the name (or,
+ * right after an agent restart, because leases held before it may still be
+ * renewed). 409, naming the holder; nothing was changed.
+ */
+export class LeaseHeldError extends ConflictError {
+  constructor(
+    message: string,
+    readonly holder: LeaseHolder,
+  ) {
+    super(message);
+  }
+}
+
+/** A conditional write whose entry moved on (its generation is not the one given). 412; nothing was changed. */
+export class PreconditionFailedError extends Error {
+  readonly status = 412;
+  constructor(
+    message: string,
+    /** The entry's generation now (0: there is no entry). */
+    readonly generation: number,
+  ) {
+    super(message);
+  }
+}
+
+export type ApiError = FieldError | NotFoundError | ConflictError | PreconditionFailedError;
 
 export function isApiError(err: unknown): err is ApiError {
-  return err instanceof FieldError || err instanceof NotFoundError || err instanceof ConflictError;
+  return err instanceof FieldError || err instanceof NotFoundError || err instanceof ConflictError || err instanceof PreconditionFailedError;
 }

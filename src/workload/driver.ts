@@ -44,6 +44,13 @@ export interface WorkloadDriver {
   probe(app: WorkloadApp, host: WorkloadHost, ctx: DriverContext): Promise<boolean>;
   /** Stop the app on `host`, and only what this driver is responsible for. */
   stop(app: WorkloadApp, host: WorkloadHost, ctx: DriverContext): Promise<void>;
+  /**
+   * A network probe of the app's own address that the destination agent
+   * runs instead of `probe`, from its host toward the app's device there:
+   * a probe from the controller reaches whichever copy the network routes
+   * to (the source's, until ANNOUNCE). Undefined: `probe` is asked.
+   */
+  readonly agentProbe?: ProbeSpec;
 }
 
 /** A health check of the app's address: one datagram echoed back, or one TCP connection accepted. */

@@ -9,7 +9,11 @@ import { runProbe } from './run-probe.js';
 
 export class NoneDriver implements WorkloadDriver {
   readonly kind = 'none';
-  constructor(private readonly probeSpec?: ProbeSpec) {}
+  /** A probe of the app's own address, run in no namespace of ours, proves nothing about the destination unless its agent runs it. */
+  readonly agentProbe: ProbeSpec | undefined;
+  constructor(private readonly probeSpec?: ProbeSpec) {
+    this.agentProbe = probeSpec && probeSpec.address === undefined && probeSpec.netns === undefined ? probeSpec : undefined;
+  }
 
   async start(): Promise<void> {}
 

@@ -45,6 +45,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { ensureBpffs } from '../../src/bpf/index.js';
+import { leaseNoteFile } from '../../src/agent/lease.js';
 import { repoRoot } from '../../src/bpf/native.js';
 import { HttpAgentClient, type AgentApi, type AgentConnector, type App, type Delivery } from '../../src/controller/agent-client.js';
 import type { AnnounceSpec } from '../../src/controller/announce.js';
@@ -723,6 +724,8 @@ export interface BedOptions {
   hosts?: string[];
   /** Extra agent arguments (e.g. ['--xdp-mode', 'generic']). */
   agentArgs?: string[];
+  /** More agent arguments per host (e.g. its own --bird-include). */
+  hostAgentArgs?: (host: string) => string[];
   /** Topology options passed through (default: IPv4 only, the plain routed host). */
   topology?: Pick<TopologyOptions, 'ipv6' | 'appLink' | 'prepared' | 'peerXdp' | 'offloads' | 'staticNeighbours'>;
 }
@@ -738,6 +741,7 @@ export class Bed {
   readonly stateDir: string;
   readonly tokenFile: string;
   private readonly clients = new Map<string, HttpAgentClient>();
+  private hostAgentArgs: ((host: string) => string[]) | undefined;
 
   private constructor(
     readonly topo: Topology,
@@ -762,6 +766,7 @@ export class Bed {
       throw err;
     }
     const bed = new Bed(topo, dir, o.agentArgs ?? []);
+    bed.hostAgentArgs = o.hostAgentArgs;
     t.teardown(() => bed.destroy());
     try {
       for (const h of Object.keys(topo.hosts)) await bed.startAgent(h);
@@ -790,7 +795,7 @@ export class Bed {
       tokenFile: this.tokenFile,
       listen,
       logFile: join(this.dir, `agent-${host}.log`),
-      args: this.agentArgs,
+      args: [...this.agentArgs, ...(this.hostAgentArgs?.(host) ?? [])],
     });
     this.agents[host] = a;
     this.clients.delete(host);
@@ -884,7 +889,10 @@ export class Bed {
     // Apps the netns-process driver started (recorded under the state dir): stop exactly those PIDs.
     killRecordedApps(this.stateDir);
     this.topo.destroy();
-    for (const h of Object.keys(this.topo.hosts)) rmSync(this.pinDir(h), { recursive: true, force: true });
+    for (const h of Object.keys(this.topo.hosts)) {
+      rmSync(this.pinDir(h), { recursive: true, force: true });
+      rmSync(leaseNoteFile(this.pinDir(h)), { force: true }); // an agent killed while it granted leases leaves its restart note
+    }
     rmSync(this.dir, { recursive: true, force: true });
   }
 }
@@ -1080,9 +1088,10 @@ export class XHarness {
   /** The state after a rollback: A's entry exactly as it was, nothing on B, route via A. */
   checkRolledBack(t: TestLike & Asserts, p: Placement, original: App): void {
     const d = describePlacement(p);
-    const strip = (a: App | undefined): Omit<App, 'counters'> | undefined => {
+    // The generation moves when SWITCH is undone (two writes): the entry is the same, its write count is not.
+    const strip = (a: App | undefined): Omit<App, 'counters' | 'generation'> | undefined => {
       if (!a) return undefined;
-      const { counters: _c, ...rest } = a;
+      const { counters: _c, generation: _g, ...rest } = a;
       return rest;
     };
     t.same(strip(p.source), strip(original), `A's entry for x is back exactly as it was: LOCAL (${d})`);

@@ -13,14 +13,28 @@
  * validated by src/model/entry.ts as the agent validates them, and a
  * refusal is the agent's (400 naming the field). On top of that, the store
  * rules of docs/agent-api.md: 404 for an unknown name, 409 when two names
- * claim one key, writes idempotent by name, a batch all or nothing.
+ * claim one key, writes idempotent by name, a batch all or nothing; leases
+ * by the agent's own LeaseTable (src/agent/lease.ts: a write of a leased
+ * name by another owner is 409), generations that move with every write
+ * and conditional writes (412 when the entry moved). `probe` answers from
+ * `probeAnswers` (default: every delivery's app answers).
  */
+import { LeaseTable } from '../../src/agent/lease.js';
 import {
   type Action,
   type AgentApi,
+  type BatchOptions,
+  type LeaseBody,
+  type LeaseGrant,
+  type LeaseView,
+  type ProbeBody,
+  type ProbeView,
+  type WriteGuard,
   type AgentStatus,
   type App,
   type AppSpec,
+  type FlowQuery,
+  type FlowsView,
   type Delivery,
   type DeliverySpec,
   type Op,
@@ -28,8 +42,22 @@ import {
   AgentRefusedError,
   AgentUnreachableError,
 } from '../../src/controller/agent-client.js';
-import { type AppKey, type EntrySpec, type AppSpec as TypedAppSpec, keyString, parseAction, parseAppBody, parseBatchOp, parseDeliveryBody, parseName } from '../../src/model/entry.js';
-import { ConflictError, FieldError, NotFoundError, isApiError } from '../../src/model/errors.js';
+import {
+  type AppKey,
+  type BatchOp,
+  type EntrySpec,
+  type AppSpec as TypedAppSpec,
+  keyString,
+  parseAction,
+  parseAppBody,
+  parseBatchOp,
+  parseDeliveryBody,
+  parseLeaseBody,
+  parseName,
+  parseOwner,
+  parseProbeBody,
+} from '../../src/model/entry.js';
+import { ConflictError, FieldError, NotFoundError, PreconditionFailedError, isApiError } from '../../src/model/errors.js';
 
 export type MemoryAgentMethod = Exclude<keyof AgentApi, 'url'>;
 
@@ -54,7 +82,18 @@ export class MemoryAgent implements AgentApi {
   readonly deliveries = new Map<string, Delivery>();
   readonly calls: MemoryCall[] = [];
   fault: FaultHook | undefined;
+  /** The agent's leases, with the agent's own rules (no restart note: a memory agent never restarts). */
+  readonly leases = new LeaseTable();
+  /**
+   * GET /v1/apps/:name/flows: the old-flow counts an app's polls answer, one
+   * per poll, the last one repeated (default: none alive).
+   */
+  readonly flowCounts = new Map<string, number[]>();
+  /** Whether the app behind a delivery answers the agent's probe. */
+  probeAnswers: (name: string) => boolean = () => true;
   private nextId = 1;
+  /** The write counter: an entry's generation is its value at the entry's last write (starting above what tests preset). */
+  private generation = 1_000_000;
 
   constructor(
     readonly url: string,
@@ -125,34 +164,104 @@ export class MemoryAgent implements AgentApi {
     });
   }
 
-  async putApp(name: string, spec: AppSpec): Promise<App> {
-    return this.call({ method: 'putApp', name, body: structuredClone(spec) }, () => this.applyPutApp(parseName(name), parseAppBody(spec)));
+  async putApp(name: string, spec: AppSpec, guard: WriteGuard = {}): Promise<App> {
+    return this.call({ method: 'putApp', name, body: structuredClone(spec) }, () => {
+      const op: BatchOp = { op: 'put-app', name: parseName(name), spec: parseAppBody(spec) };
+      this.admit(op, guard, '');
+      return this.applyPutApp(op.name, op.spec);
+    });
   }
 
-  async setAction(name: string, action: Action): Promise<App> {
-    return this.call({ method: 'setAction', name, body: structuredClone(action) }, () => this.applySetAction(parseName(name), parseAction(action, 'body')));
+  async setAction(name: string, action: Action, guard: WriteGuard = {}): Promise<App> {
+    return this.call({ method: 'setAction', name, body: structuredClone(action) }, () => {
+      const op: BatchOp = { op: 'set-action', name: parseName(name), action: parseAction(action, 'body') };
+      this.admit(op, guard, '');
+      return this.applySetAction(op.name, op.action);
+    });
   }
 
-  async deleteApp(name: string): Promise<boolean> {
-    return this.call({ method: 'deleteApp', name }, () => this.apps.delete(parseName(name)));
+  async deleteApp(name: string, guard: WriteGuard = {}): Promise<boolean> {
+    return this.call({ method: 'deleteApp', name }, () => {
+      this.admit({ op: 'delete-app', name: parseName(name) }, guard, '');
+      return this.apps.delete(name);
+    });
   }
 
   async listDeliveries(): Promise<Delivery[]> {
     return this.call({ method: 'listDeliveries' }, () => [...this.deliveries.values()].map((d) => structuredClone(d)));
   }
 
-  async putDelivery(name: string, spec: DeliverySpec): Promise<Delivery> {
-    return this.call({ method: 'putDelivery', name, body: structuredClone(spec) }, () => this.applyPutDelivery(parseName(name), parseDeliveryBody(spec)));
+  async putDelivery(name: string, spec: DeliverySpec, guard: WriteGuard = {}): Promise<Delivery> {
+    return this.call({ method: 'putDelivery', name, body: structuredClone(spec) }, () => {
+      const op: BatchOp = { op: 'put-delivery', name: parseName(name), spec: parseDeliveryBody(spec) };
+      this.admit(op, guard, '');
+      return this.applyPutDelivery(op.name, op.spec);
+    });
   }
 
-  async deleteDelivery(name: string): Promise<boolean> {
-    return this.call({ method: 'deleteDelivery', name }, () => this.deliveries.delete(parseName(name)));
+  async deleteDelivery(name: string, guard: WriteGuard = {}): Promise<boolean> {
+    return this.call({ method: 'deleteDelivery', name }, () => {
+      this.admit({ op: 'delete-delivery', name: parseName(name) }, guard, '');
+      return this.deliveries.delete(name);
+    });
   }
 
-  async batch(ops: readonly Op[]): Promise<{ applied: number }> {
+  async flows(name: string, query: FlowQuery): Promise<FlowsView> {
+    return this.call({ method: 'flows', name, body: structuredClone(query) }, () => {
+      const a = this.apps.get(parseName(name));
+      if (!a) throw new NotFoundError(`no app named ${JSON.stringify(name)}`);
+      const queue = this.flowCounts.get(name) ?? [];
+      const active = (queue.length > 1 ? queue.shift() : queue[0]) ?? 0;
+      return {
+        app: name, action: a.action.type, active, closing: 0, closed: 0, idle: 0,
+        pinned: String(active), sent: '0', refused: '0', evicted: '0',
+        idleMs: query.idleMs, lingerMs: query.lingerMs, capacity: 65536,
+      };
+    });
+  }
+
+  async takeLeases(req: LeaseBody): Promise<LeaseGrant> {
+    return this.call({ method: 'takeLeases', body: structuredClone(req) }, () => this.leases.grant(parseLeaseBody(req)));
+  }
+
+  async releaseLeases(owner: string, names?: readonly string[]): Promise<number> {
+    return this.call({ method: 'releaseLeases', body: { owner, names } }, () => this.leases.release(parseOwner(owner), names?.map((n) => parseName(n))));
+  }
+
+  async listLeases(): Promise<LeaseView[]> {
+    return this.call({ method: 'listLeases' }, () => this.leases.list());
+  }
+
+  async probe(req: ProbeBody): Promise<ProbeView> {
+    return this.call({ method: 'probe', name: req.name, body: structuredClone(req) }, () => {
+      const p = parseProbeBody(req);
+      const d = this.deliveries.get(p.name);
+      if (!d) throw new NotFoundError(`no delivery named ${JSON.stringify(p.name)}`);
+      const ok = this.probeAnswers(p.name);
+      return { ok, address: d.address, dev: d.dev, rttMs: ok ? 0.1 : null, ...(ok ? {} : { error: `no answer within ${p.timeoutMs} ms` }) };
+    });
+  }
+
+  /**
+   * The agent's checks before a write (src/agent/store.ts #admit): the
+   * name's lease, then the condition on the committed entry's generation.
+   */
+  private admit(op: BatchOp, guard: WriteGuard, field: string): void {
+    this.leases.checkWrite(op.name, guard.owner, field);
+    if (guard.ifGeneration === undefined) return;
+    const delivery = op.op === 'put-delivery' || op.op === 'delete-delivery';
+    const e = delivery ? this.deliveries.get(op.name) : this.apps.get(op.name);
+    if (!e && op.op !== 'put-app' && op.op !== 'put-delivery') return; // 404 follows
+    const ok = guard.ifGeneration === 0 ? !e : e?.generation === guard.ifGeneration;
+    if (!ok) throw new PreconditionFailedError(`${field ? `${field}: ` : ''}${op.name} is at generation ${e?.generation ?? 0}, not ${guard.ifGeneration}; nothing was changed`, e?.generation ?? 0);
+  }
+
+  async batch(ops: readonly Op[], opts: BatchOptions = {}): Promise<{ applied: number; generations?: number[] }> {
     return this.call({ method: 'batch', body: structuredClone(ops) }, () => {
-      // Every op is validated first; then all are applied to copies, swapped in only when every op succeeded.
+      // Every op is validated and admitted first; then all are applied to copies, swapped in only when every op succeeded.
       const typed = ops.map((op, i) => parseBatchOp(op, i));
+      const owner = opts.owner === undefined ? undefined : parseOwner(opts.owner);
+      typed.forEach((op, i) => this.admit(op, { ...(owner ? { owner } : {}), ...(op.ifGeneration === undefined ? {} : { ifGeneration: op.ifGeneration }) }, ops.length > 1 ? `ops[${i}]` : ''));
       const saved = { apps: new Map(this.apps), deliveries: new Map(this.deliveries) };
       this.swap(
         new Map([...this.apps].map(([k, v]) => [k, structuredClone(v)])),
@@ -171,7 +280,9 @@ export class MemoryAgent implements AgentApi {
         this.swap(saved.apps, saved.deliveries);
         throw err;
       }
-      return { applied: ops.length };
+      if (!opts.generations) return { applied: ops.length };
+      const gens = typed.map((op) => (op.op === 'put-delivery' || op.op === 'delete-delivery' ? this.deliveries : this.apps).get(op.name)?.generation ?? 0);
+      return { applied: ops.length, generations: gens };
     });
   }
 
@@ -202,6 +313,7 @@ export class MemoryAgent implements AgentApi {
       action: spec.action,
       appId: old?.appId ?? this.nextId++,
       path: { via: spec.action.type === 'forward' ? 'xdp-tx' : 'xdp' },
+      generation: ++this.generation,
       counters: old?.counters ?? { local: zero(), forward: zero() },
     };
     this.apps.set(name, app);
@@ -211,6 +323,7 @@ export class MemoryAgent implements AgentApi {
   private applySetAction(name: string, action: Action): App {
     const a = this.apps.get(name);
     if (!a) throw new NotFoundError(`no app named ${JSON.stringify(name)}`);
+    if (JSON.stringify(a.action) !== JSON.stringify(action)) a.generation = ++this.generation; // the agent's idempotent write leaves it
     a.action = structuredClone(action);
     return structuredClone(a);
   }
@@ -226,6 +339,7 @@ export class MemoryAgent implements AgentApi {
       macSource: spec.mac ? 'given' : 'resolved',
       appId: old?.appId ?? this.nextId++,
       path: { via: 'xdp' },
+      generation: ++this.generation,
       counters: old?.counters ?? { deliver: zero() },
     };
     this.deliveries.set(name, d);
