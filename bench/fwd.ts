@@ -15,9 +15,17 @@
  * nothing dropped or passed). Rounds are interleaved; medians are reported.
  * Rows: raw (driver included in both), net of the driver (floor subtracted
  * from both), and against the floor.
+ *
+ * The PRESERVE action (--preserve-connections, bpf/flows.h) is timed on a
+ * 64-byte TCP ACK segment against the action it ends in, in the same run:
+ * a flow from before SWITCH (rs_new_flows miss, rs_old_flows hit and
+ * last-seen write, then LOCAL) against LOCAL, and a flow started after
+ * SWITCH (rs_new_flows hit, then FORWARD) against FORWARD.
  */
+import { xdpVerdictName, type Program } from '../src/bpf/index.js';
+import { redirectValueCodec, type RedirectValue } from '../src/datapath/structs.js';
 import { ratioRow, median, type Benchmark, type Row } from './harness.js';
-import { BenchNet, BenchObject, NET, UplinkObject, appAddr, frameTo, timeThroughDriver, xdpCtx } from './xdp.js';
+import { BenchNet, BenchObject, NET, UplinkObject, appAddr, frameTo, refKey, timeThroughDriver, xdpCtx } from './xdp.js';
 
 export const GOAL = 1.25;
 
@@ -65,6 +73,8 @@ export const fwd: Benchmark = {
     const ref = median(ns.ref);
     const rs = median(ns.rs);
     ctx.log(`ns/pkt medians over ${rounds} rounds × ${repeat}: tx ${tx}, ref ${ref}, rs ${rs} (raw: ${JSON.stringify(ns)})`);
+    const pv = preserveCost(net, bench, up, repeat, rounds);
+    ctx.log(`PRESERVE ns/pkt medians (TCP ACK): old flow ${pv.old} vs LOCAL ${pv.local}, new flow ${pv.new} vs FORWARD ${pv.forward}`);
     const how = `BPF_PROG_TEST_RUN repeat ${repeat} via bench_driver, median of ${rounds} interleaved rounds, 64 B UDP, fib lookup SUCCESS in a netns`;
     return [
       ratioRow({ name: 'fwd ns/pkt', figure: rs, baseline: ref, unit: 'ns', baselineName: 'ref_ipip', maxRatio: GOAL, note: `${how}; driver cost (${tx} ns, = floor row) included in both` }),
@@ -78,7 +88,92 @@ export const fwd: Benchmark = {
         note: `${how}; floor (driver + XDP_TX) subtracted from both: the programs' own cost. ref_ipip has its next hop in its entry (rs_uplink: a cached fib answer), no counters, no TTL/MTU checks, no flow hash`,
       }),
       ratioRow({ name: 'fwd ns/pkt vs floor', figure: rs, baseline: tx, unit: 'ns', baselineName: 'XDP_TX', maxRatio: null, note: how }),
+      ratioRow({
+        name: 'preserve old flow ns/pkt',
+        figure: pv.old,
+        baseline: pv.local,
+        unit: 'ns',
+        baselineName: 'LOCAL',
+        maxRatio: null,
+        note: `${how.replace('64 B UDP', '64 B TCP ACK')}; a flow from before SWITCH: rs_new_flows miss + rs_old_flows hit and write, then LOCAL (XDP redirect)`,
+      }),
+      ratioRow({
+        name: 'preserve new flow ns/pkt',
+        figure: pv.new,
+        baseline: pv.forward,
+        unit: 'ns',
+        baselineName: 'FORWARD',
+        maxRatio: null,
+        note: `${how.replace('64 B UDP', '64 B TCP ACK')}; a flow started after SWITCH: rs_new_flows hit, then FORWARD`,
+      }),
     ];
   },
 };
+
+/** The benchmark frame made a TCP ACK segment (64 bytes still; the program checks no L4 checksum). */
+function tcpAck(udpFrame: Buffer): Buffer {
+  const f = Buffer.from(udpFrame);
+  const ip = f.subarray(14, 34);
+  ip[9] = 6;
+  ip.writeUInt16BE(0, 10);
+  let sum = 0;
+  for (let i = 0; i < 20; i += 2) sum += ip.readUInt16BE(i);
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+  ip.writeUInt16BE(~sum & 0xffff, 10);
+  const tcp = f.subarray(34);
+  tcp.fill(0, 4);
+  tcp.writeUInt32BE(1, 4); // seq
+  tcp.writeUInt32BE(1, 8); // ack
+  tcp[12] = 5 << 4;
+  tcp[13] = 0x10; // ACK
+  tcp.writeUInt16BE(65535, 14);
+  return f;
+}
+
+/** Median ns/pkt of rs_uplink on `frame` with app 0's entry set to `value`, through the driver (LOCAL ends in REDIRECT). */
+function timeEntry(net: BenchNet, bench: BenchObject, up: UplinkObject, value: RedirectValue, frame: Buffer, repeat: number, rounds: number, verdict: 'TX' | 'REDIRECT'): number[] {
+  const v = Buffer.alloc(redirectValueCodec.size);
+  redirectValueCodec.encode(value, v, 0);
+  up.redirect.update(refKey(0), v);
+  const once = (p: Program, n: number): number => {
+    bench.progs.update(0, p.fd);
+    const r = net.run(() => bench.driver.testRun(frame, { repeat: n, ctx: xdpCtx(frame.length, net.eth0) }));
+    const got = xdpVerdictName(r.retval);
+    if (got !== verdict) throw new Error(`rs_uplink ${value.action} on the TCP frame ended in ${got}, not ${verdict}: the benchmark would measure another path`);
+    return r.durationNs;
+  };
+  once(up.program, Math.min(repeat, 10_000)); // warm up (and, for PRESERVE, record the flow)
+  return Array.from({ length: rounds }, () => once(up.program, repeat));
+}
+
+/** PRESERVE against LOCAL and FORWARD on the same TCP segment; counters checked (every run counted, nothing dropped). */
+function preserveCost(net: BenchNet, bench: BenchObject, up: UplinkObject, repeat: number, rounds: number): Record<'local' | 'old' | 'forward' | 'new', number> {
+  const ack = tcpAck(frameTo(appAddr(0)));
+  const syn = Buffer.from(ack);
+  syn[14 + 20 + 13] = 0x02;
+  bench.setTemplate(ack, 0);
+  const target = { ifindex: net.eth0, dmac: NET.peerMac, smac: NET.upMac, path: 'xdp' as const, slowPath: 'tc' as const };
+  const preserve: RedirectValue = { action: 'preserve', appId: 0, tunnel: NET.peer4, ...target };
+  const other0 = up.notForwarded();
+  const local = timeEntry(net, bench, up, { action: 'local', appId: 0, ...target }, ack, repeat, rounds, 'REDIRECT');
+  const old = timeEntry(net, bench, up, preserve, ack, repeat, rounds, 'REDIRECT'); // no SYN seen: an old flow
+  const forward = timeEntry(net, bench, up, { action: 'forward', appId: 0, tunnel: NET.peer4 }, ack, repeat, rounds, 'TX');
+  // a SYN to the PRESERVE entry makes the same 5-tuple a new flow; its ACKs are then forwarded
+  const pv = Buffer.alloc(redirectValueCodec.size);
+  redirectValueCodec.encode(preserve, pv, 0);
+  up.redirect.update(refKey(0), pv);
+  bench.progs.update(0, up.program.fd);
+  bench.setTemplate(syn, 0);
+  const s = net.run(() => bench.driver.testRun(syn, { repeat: 1, ctx: xdpCtx(syn.length, net.eth0) }));
+  if (xdpVerdictName(s.retval) !== 'TX') throw new Error(`the SYN of the new flow was not forwarded (${xdpVerdictName(s.retval)})`);
+  bench.setTemplate(ack, 0);
+  const fresh = timeEntry(net, bench, up, preserve, ack, repeat, rounds, 'TX');
+  if (up.notForwarded() !== other0) throw new Error('rs_uplink dropped or passed packets while timing PRESERVE: not measuring it');
+  // restore the FORWARD entry the rest of the benchmark uses
+  const v = Buffer.alloc(redirectValueCodec.size);
+  redirectValueCodec.encode({ action: 'forward', appId: 0, tunnel: NET.peer4 }, v, 0);
+  up.redirect.update(refKey(0), v);
+  bench.setTemplate(frameTo(appAddr(0)), 0);
+  return { local: median(local), old: median(old), forward: median(forward), new: median(fresh) };
+}
 

@@ -42,6 +42,34 @@ struct {
 	__type(value, struct rs_nexthop);
 } rs_nexthop SEC(".maps");
 
+/* Flow tables of the PRESERVE action (bpf/flows.h): LRU, so they never
+ * fill up; the agent's --flow-capacity sets their size before load. */
+#define RS_MAX_FLOWS 65536
+
+/* Flows that started (SYN) after SWITCH: forwarded to the destination. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, RS_MAX_FLOWS);
+	__type(key, struct rs_flow_key);
+	__type(value, struct rs_new_flow);
+} rs_new_flows SEC(".maps");
+
+/* Flows from before SWITCH: delivered here; last packet time and FIN/RST. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, RS_MAX_FLOWS);
+	__type(key, struct rs_flow_key);
+	__type(value, struct rs_old_flow);
+} rs_old_flows SEC(".maps");
+
+/* Per application (app_id), per enum rs_flow_stat, per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, RS_MAX_APPS);
+	__type(key, __u32);
+	__type(value, struct rs_flow_stats);
+} rs_flow_stats SEC(".maps");
+
 /*
  * Enum constants leave no trace in BTF unless a type uses them. This unused
  * variable names every shared enum so test/datapath-btf.test.ts can compare
@@ -56,6 +84,8 @@ struct rs_btf_enums {
 	enum rs_event event;
 	enum rs_path path;
 	enum rs_config_flag config_flag;
+	enum rs_flow_flag flow_flag;
+	enum rs_flow_stat flow_stat;
 };
 SEC(".rs_btf") __attribute__((used)) struct rs_btf_enums rs_btf_enums;
 

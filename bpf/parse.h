@@ -93,6 +93,7 @@ struct rs_pkt {
 	__u8 ttl;              /* TTL / hop limit */
 	__u8 tos;              /* TOS / traffic class */
 	__u8 flags;            /* RS_PKT_* */
+	__u8 tcp_flags;        /* TCP: the flags byte (FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10); else 0 */
 } __attribute__((aligned(8)));
 
 /* Turn pkt->key into the exact key of the packet, and back. */
@@ -165,6 +166,7 @@ static __always_inline int rs_parse_l4(void *data, void *l4, void *data_end, __u
 		pkt->sport = th->source;
 		pkt->dport = th->dest;
 		pkt->csum_off = (void *)&th->check - data;
+		pkt->tcp_flags = ((__u8 *)th)[13];
 	} else if (proto == IPPROTO_UDP) {
 		struct udphdr *uh = l4;
 
@@ -211,6 +213,7 @@ static __always_inline int rs_parse_ipv4(void *data, void *data_end, void *l3,
 	pkt->ttl = ip->ttl;
 	pkt->tos = ip->tos;
 	pkt->flags = 0;
+	pkt->tcp_flags = 0;
 	__builtin_memset(pkt->key.addr, 0, 10);
 	pkt->key.addr[10] = 0xff;
 	pkt->key.addr[11] = 0xff;
@@ -259,6 +262,7 @@ static __always_inline int rs_parse_ipv6(void *data, void *data_end, void *l3,
 	pkt->ttl = ip6->hop_limit;
 	pkt->tos = (ip6->priority << 4) | (ip6->flow_lbl[0] >> 4);
 	pkt->flags = RS_PKT_DF; /* IPv6 routers never fragment */
+	pkt->tcp_flags = 0;
 	__builtin_memcpy(pkt->key.addr, &ip6->daddr, 16);
 	__builtin_memcpy(pkt->saddr, &ip6->saddr, 16);
 

@@ -43,12 +43,14 @@ struct rs_app_key {
 
 /*
  * What the source host does with an application's packets. Values start at 1
- * so an all-zero value is never a valid action. 3 is kept for the planned
- * connection-preserving action (forward only flows not seen before SWITCH).
+ * so an all-zero value is never a valid action.
  */
 enum rs_action {
 	RS_ACTION_LOCAL = 1,      /* redirect to the app's interface on this host */
 	RS_ACTION_FORWARD = 2,    /* encapsulate to another host's tunnel address */
+	RS_ACTION_PRESERVE = 3,   /* TCP flows from before SWITCH: LOCAL; new flows
+				   * and datagrams: FORWARD (bpf/flows.h). The value
+				   * holds both the LOCAL and the FORWARD fields */
 	RS_ACTION_PORTS_ONLY = 4, /* placeholder, whole-address key only: no action
 				   * for the address itself; a packet that matches no
 				   * port entry of it passes as if it had no entry */
@@ -98,11 +100,11 @@ struct rs_redirect_value {
 	__u32 flags;         /* enum rs_redirect_flag bits; others 0 */
 	__u8 dmac[6];        /* LOCAL: destination MAC to write */
 	__u8 smac[6];        /* LOCAL: source MAC to write */
-	__u8 tunnel_family;  /* FORWARD: RS_FAMILY_IPV4 or RS_FAMILY_IPV6 */
-	__u8 path;           /* LOCAL: enum rs_path */
-	__u8 slow_path;      /* LOCAL: enum rs_path for partial checksums */
+	__u8 tunnel_family;  /* FORWARD, PRESERVE: RS_FAMILY_IPV4 or RS_FAMILY_IPV6 */
+	__u8 path;           /* LOCAL, PRESERVE: enum rs_path */
+	__u8 slow_path;      /* LOCAL, PRESERVE: enum rs_path for partial checksums */
 	__u8 pad;            /* zero */
-	__u8 tunnel_dst[16]; /* FORWARD: remote host's tunnel address, v4 mapped */
+	__u8 tunnel_dst[16]; /* FORWARD, PRESERVE: remote host's tunnel address, v4 mapped */
 };
 
 /* Value of rs_deliver (destination role); the key is the INNER destination.
@@ -163,6 +165,58 @@ enum rs_event {
 	RS_EVENT_ICMP_SENT = 4,   /* over the MTU after encap: answered with ICMP too big */
 	RS_EVENT_KERNEL_PATH = 5, /* delivered through the host's stack (RS_PATH_KERNEL) */
 	RS_EVENT_MAX = 6,
+};
+
+/*
+ * Connection-preserving migration (RS_ACTION_PRESERVE, bpf/flows.h). A TCP
+ * flow is the packet's 5-tuple as it arrives (client -> app); only that
+ * direction crosses the uplink's XDP. 40 bytes.
+ */
+struct rs_flow_key {
+	__u8 saddr[16]; /* v4 mapped */
+	__u8 daddr[16]; /* v4 mapped */
+	__be16 sport;   /* network order */
+	__be16 dport;   /* network order */
+	__u8 family;    /* RS_FAMILY_IPV4 or RS_FAMILY_IPV6 */
+	__u8 proto;     /* IPPROTO_TCP */
+	__u8 pad[2];    /* zero */
+};
+
+/* Value of rs_new_flows (LRU): a flow whose SYN arrived while the entry was
+ * PRESERVE, i.e. after SWITCH; it goes to the destination. 8 bytes. */
+struct rs_new_flow {
+	__u32 app_id;
+	__u32 pad;
+};
+
+/* rs_old_flow.flags: what the client sent that ends a flow. */
+enum rs_flow_flag {
+	RS_FLOW_F_FIN = 1,
+	RS_FLOW_F_RST = 2,
+};
+
+/* Value of rs_old_flows (LRU): a flow from before SWITCH, still served by
+ * this host's copy; the agent counts the live ones (GET /v1/apps/:name/flows).
+ * 16 bytes. */
+struct rs_old_flow {
+	__u64 last_ns; /* bpf_ktime_get_coarse_ns() of its last packet */
+	__u32 app_id;
+	__u32 flags;   /* enum rs_flow_flag bits seen so far */
+};
+
+/* Per-application flow counters of the PRESERVE action (rs_flow_stats). */
+enum rs_flow_stat {
+	RS_FLOW_STAT_PINNED = 0,  /* flows first seen as old: kept on this host */
+	RS_FLOW_STAT_SENT = 1,    /* new flows (SYN) recorded and sent to the destination */
+	RS_FLOW_STAT_REFUSED = 2, /* a SYN rs_new_flows could not record: served here
+				   * instead, so its later packets (unknown, hence
+				   * old) find the same copy */
+	RS_FLOW_STAT_MAX = 3,
+};
+
+/* Value of rs_flow_stats (PERCPU_ARRAY keyed by app_id). */
+struct rs_flow_stats {
+	__u64 by_kind[RS_FLOW_STAT_MAX];
 };
 
 /* rs_config.flags: what the uplink is, as the agent found it. */
@@ -260,6 +314,10 @@ _Static_assert(sizeof(struct rs_nexthop) == 48, "rs_nexthop layout");
 _Static_assert(sizeof(struct rs_pending) == 16, "rs_pending layout");
 _Static_assert(sizeof(struct rs_watch_config) == 8, "rs_watch_config layout");
 _Static_assert(sizeof(struct rs_meta) % 4 == 0 && sizeof(struct rs_meta) <= 32, "XDP metadata: 4-byte multiple, at most 32");
+_Static_assert(sizeof(struct rs_flow_key) == 40, "rs_flow_key layout");
+_Static_assert(sizeof(struct rs_new_flow) == 8, "rs_new_flow layout");
+_Static_assert(sizeof(struct rs_old_flow) == 16, "rs_old_flow layout");
+_Static_assert(sizeof(struct rs_flow_stats) == 8 * RS_FLOW_STAT_MAX, "rs_flow_stats layout");
 _Static_assert(sizeof(enum rs_drop) == 4 && sizeof(enum rs_action) == 4, "enum size");
 
 #endif /* ROUTESHIFT_H */

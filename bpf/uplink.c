@@ -12,6 +12,8 @@
  *   3. REDIRECT (source role): look up rs_redirect by the destination:
  *      LOCAL -> send to the app's interface on this host;
  *      FORWARD -> encapsulate towards the app's new host;
+ *      PRESERVE -> LOCAL for TCP flows from before SWITCH, FORWARD for the
+ *                  rest (flows.h);
  *      no entry -> XDP_PASS, untouched.
  * "Send" is one of the delivery paths of enum rs_path (routeshift.h, out.h):
  * an XDP redirect where the target takes XDP frames, else the frame is
@@ -41,6 +43,7 @@
 #include "icmp.h"
 #include "nexthop.h"
 #include "out.h"
+#include "flows.h"
 
 /* rs_deliver: the exact key (proto, port) first, then the whole address.
  * exact = 0 when the L4 header could not be read: only the whole-address
@@ -407,6 +410,7 @@ static __always_inline int rs_redirect_pkt(struct xdp_md *ctx, struct rs_pkt *pk
 					   const struct rs_config *cfg)
 {
 	struct rs_redirect_value *val = rs_lookup_redirect(pkt, parsed == RS_PARSE_OK);
+	__u32 action;
 
 	if (!val || val->action == RS_ACTION_PORTS_ONLY) {
 		rs_event(parsed == RS_PARSE_OK ? RS_EVENT_NO_ENTRY : RS_EVENT_UNPARSED, pkt->len);
@@ -419,7 +423,10 @@ static __always_inline int rs_redirect_pkt(struct xdp_md *ctx, struct rs_pkt *pk
 		return XDP_PASS;
 	}
 
-	switch (val->action) {
+	action = val->action;
+	if (action == RS_ACTION_PRESERVE) /* old TCP flows here, the rest on */
+		action = rs_preserve_choose(pkt, val->app_id);
+	switch (action) {
 	case RS_ACTION_LOCAL:
 		return rs_local(ctx, pkt, val, cfg);
 	case RS_ACTION_FORWARD:

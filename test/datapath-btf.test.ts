@@ -111,7 +111,7 @@ if (!existsSync(object) || !existsSync(watchObject)) {
 
   // A BTF-defined map is a VAR whose struct has members 'type', 'key',
   // 'value', 'max_entries': __uint(x, N) is 'int (*x)[N]', __type(x, T) is 'T *x'.
-  const mapTypes: Record<string, number> = { hash: 1, array: 2, percpu_array: 6 };
+  const mapTypes: Record<string, number> = { hash: 1, array: 2, percpu_array: 6, lru_hash: 9 };
   const checkMaps = (t: Test, types: Map<number, BtfType>, file: string, maps: Record<string, MapSpec>): void => {
     for (const [name, spec] of Object.entries(maps)) {
       const v = named(types, 'VAR', name);

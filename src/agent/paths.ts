@@ -164,7 +164,7 @@ export class PathKeeper {
       if (meta.kind === 'delivery') target = this.dp.deliver.lookup(meta.key);
       else {
         const v = this.dp.redirect.lookup(meta.key);
-        if (v?.action === 'local') target = v;
+        if (v?.action === 'local' || v?.action === 'preserve') target = v;
       }
       if (!target) continue; // a FORWARD entry says nothing of its device
       this.#written.set(meta.dev, signature(target));

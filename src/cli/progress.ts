@@ -82,6 +82,13 @@ export class ProgressPrinter {
         this.write(`    · ${this.total > 1 ? `${e.app}: ` : ''}${e.message}\n`);
         if (this.current) this.live(`  … ${this.label()}`);
         break;
+      case 'flows': {
+        // DRAIN_FLOWS: the old connections still open on the source, as they fall
+        const text = `  … ${this.label()} ${this.total > 1 ? `${e.app}: ` : ''}${e.active} old flow${e.active === 1 ? '' : 's'} open (${fmtMs(e.elapsedMs)})`;
+        if (this.tty) this.live(text);
+        else this.write(`${text}\n`);
+        break;
+      }
       case 'end':
         // A failed single migration leaves no phase to close: its last line was the failure.
         if (e.outcome !== 'done' && this.total <= 1) this.current = undefined;

@@ -22,7 +22,7 @@
  */
 import { type AgentApi, type AgentConnector, type App } from './agent-client.js';
 import { type AnnounceHook, type AnnounceSpec, createAnnounceHook } from './announce.js';
-import { newJournalId, type Outcome, type PlanRecord, type Timing } from './journal.js';
+import { newJournalId, type Outcome, type PlanRecord, type PreserveOptions, type Timing } from './journal.js';
 import { message, round, type MigrationObserver, type MigrationResult, type Step } from './machine.js';
 import type { ControllerMetrics } from './metrics.js';
 import { runMigrations } from './migrate.js';
@@ -85,11 +85,15 @@ export interface DrainOptions {
   driver: DriverSpec;
   announce: AnnounceSpec;
   timing: Timing;
+  /** --preserve-connections: every app's old TCP flows finish on the source (DRAIN_FLOWS). */
+  preserve?: PreserveOptions;
   stateDir: string;
   concurrency: number;
   connect: AgentConnector;
   observe?: MigrationObserver;
   metrics?: ControllerMetrics;
+  /** The agents' leases on the apps' names: one request per agent for the whole batch (default DEFAULT_LEASE_TTL_MS). */
+  leaseTtlMs?: number;
   /** Build the driver / hook from their specs (default: the built-ins); tests inject doubles. */
   createDriver?: (spec: DriverSpec) => WorkloadDriver;
   createAnnounceHook?: (spec: AnnounceSpec) => AnnounceHook;
@@ -116,7 +120,7 @@ export async function drain(opts: DrainOptions): Promise<DrainResult> {
   const source = opts.connect(opts.source);
   const dests = opts.destinations.map((u) => opts.connect(u));
   const workload = (opts.createDriver ?? createDriver)(opts.driver);
-  const hook = (opts.createAnnounceHook ?? createAnnounceHook)(opts.announce);
+  const hook = opts.createAnnounceHook?.(opts.announce) ?? createAnnounceHook(opts.announce, opts.connect);
   const plan = await planDrain(source, dests, opts.destDev);
   const id = newJournalId('drain');
   const result: DrainResult = { source: source.url, journal: id, plan, outcome: 'done', apps: [], batches: {}, phaseMs: {}, switchMode: 'none', leftLocal: [], totalMs: 0 };
@@ -125,11 +129,12 @@ export async function drain(opts: DrainOptions): Promise<DrainResult> {
     return result;
   }
   const plans = plan.items.map((item): PlanRecord => ({ type: 'plan', app: item.app, from: source.url, to: item.to, toIndex: item.toIndex, destDev: item.destDev }));
-  const { driver, announce, timing, stateDir, connect, observe, metrics } = opts;
+  const { driver, announce, timing, preserve, stateDir, connect, observe, metrics } = opts;
   const group = await runMigrations({
-    kind: 'drain', id, plans, driver, announce, workload, hook, timing, stateDir, connect, observe, metrics,
+    kind: 'drain', id, plans, driver, announce, workload, hook, timing, ...(preserve ? { preserve } : {}), stateDir, connect, observe, metrics,
     batched: true,
     concurrency: Math.max(1, opts.concurrency),
+    ...(opts.leaseTtlMs ? { leaseTtlMs: opts.leaseTtlMs } : {}),
   });
   result.batches = group.batchMs;
   result.phaseMs = group.phaseMs;

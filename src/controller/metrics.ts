@@ -4,13 +4,14 @@
  * long-lived `routeshift controller` daemon would serve `registry` on /metrics.
  */
 import { Counter, Histogram, Registry } from 'prom-client';
-import type { Outcome } from './journal.js';
+import type { FlowDrainFacts, Outcome } from './journal.js';
 import type { Step } from './machine.js';
 
 export class ControllerMetrics {
   readonly registry = new Registry();
   private readonly migrations: Counter<'outcome'>;
   private readonly phaseSeconds: Histogram<'phase'>;
+  private readonly flowsTotal: Counter<'app' | 'kind'>;
 
   constructor() {
     this.migrations = new Counter({
@@ -27,6 +28,17 @@ export class ControllerMetrics {
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
       registers: [this.registry],
     });
+    this.flowsTotal = new Counter({
+      name: 'routeshift_migration_flows_total',
+      help: '--preserve-connections: old TCP flows per app at DRAIN_FLOWS (kind=old), and those still open at --max-drain (kind=cut)',
+      labelNames: ['app', 'kind'],
+      registers: [this.registry],
+    });
+  }
+
+  flows(app: string, f: FlowDrainFacts): void {
+    this.flowsTotal.inc({ app, kind: 'old' }, f.atStart);
+    this.flowsTotal.inc({ app, kind: 'cut' }, f.cut);
   }
 
   outcome(o: Outcome): void {

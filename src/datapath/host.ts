@@ -12,7 +12,7 @@
  * container pins into a bpffs that goes away with it, and its successor
  * still finds everything.
  */
-import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   BpfMap,
@@ -22,6 +22,8 @@ import {
   detachTc,
   detachXdp,
   ensureBpffs,
+  isErrno,
+  isOnBpffs,
   ifindexOf,
   netnsInode,
   netnsName,
@@ -37,7 +39,9 @@ import { repoRoot } from '../bpf/native.js';
 import { metaValueCodec, nameKeyCodec, ownerCodec, type MetaValue, type NameKey, type Owner } from './meta.js';
 import {
   DEFAULT_CAPACITY,
+  DEFAULT_FLOW_CAPACITY,
   DROP_REASONS,
+  FLOW_STATS,
   EVENTS,
   MAPS,
   PROGRAMS,
@@ -48,9 +52,16 @@ import {
   configOf,
   counterCodec,
   deliverValueCodec,
+  flowKeyCodec,
+  flowStatsCodec,
+  newFlowCodec,
+  oldFlowCodec,
   redirectValueCodec,
   sumAppStats,
   sumCounters,
+  sumFlowStats,
+  type FlowStats,
+  type OldFlow,
   type AppKey,
   type AppStats,
   type Config,
@@ -79,6 +90,8 @@ export interface HostDatapathOptions {
   xdpMode?: XdpMode;
   /** Entries per map (apps, deliveries) and application ids. */
   capacity?: number;
+  /** Entries of each flow table of the preserve action (rs_new_flows, rs_old_flows). */
+  flowCapacity?: number;
   /** Take over an uplink whose XDP program is not routeshift's. */
   replaceForeign?: boolean;
   objectPath?: string;
@@ -108,13 +121,47 @@ interface Attached {
   mapIds: number[];
 }
 
-function attachedRouteshift(ifindex: number): Attached | { foreign: string; progId: number } | undefined {
+/** Where an agent pins the rs_uplink program it attached (see pinAttachedProgram). */
+const PROGRAM_PIN = 'prog_rs_uplink';
+
+/** The attached program cannot be told routeshift's or not without CAP_SYS_ADMIN. */
+class AttachedUnknowable extends Error {}
+
+/**
+ * Open the program attached to the uplink: through the pin dir when the
+ * program pinned there is the one attached (needs only access to the pin,
+ * so an agent without CAP_SYS_ADMIN can restart), else by id, which the
+ * kernel allows only with CAP_SYS_ADMIN.
+ */
+function openAttached(progId: number, pinDir: string | undefined): Program {
+  const pinned = pinDir ? join(pinDir, PROGRAM_PIN) : undefined;
+  if (pinned && existsSync(pinned)) {
+    const p = Program.openPinned(pinned);
+    if (p.id === progId) return p;
+    p.close();
+  }
+  try {
+    return Program.fromId(progId);
+  } catch (err) {
+    if (isErrno(err, 'EPERM')) {
+      throw new AttachedUnknowable(
+        `the uplink runs XDP program id ${progId}, not the one pinned in ${pinDir ?? 'the pin dir'}: ` +
+          'telling whether it is routeshift\'s means opening it by id, which needs CAP_SYS_ADMIN ' +
+          '(start the agent with it once, or `routeshift agent --cleanup` as root)',
+      );
+    }
+    throw err;
+  }
+}
+
+function attachedRouteshift(ifindex: number, pinDir?: string): Attached | { foreign: string; progId: number } | undefined {
   const q = queryXdp(ifindex);
   if (!q.progId) return undefined;
   let p: Program;
   try {
-    p = Program.fromId(q.progId);
-  } catch {
+    p = openAttached(q.progId, pinDir);
+  } catch (err) {
+    if (err instanceof AttachedUnknowable) throw err;
     return { foreign: 'unknown', progId: q.progId };
   }
   try {
@@ -145,6 +192,10 @@ export class HostDatapath implements Disposable {
   readonly #drops: BpfMap<number, Counter[]>;
   readonly #events: BpfMap<number, Counter[]>;
   readonly #config: BpfMap<number, Config>;
+  // Flow tables of the preserve action, read raw-keyed: only their values are counted.
+  readonly #newFlows: BpfMap<Buffer, number>;
+  readonly #oldFlows: BpfMap<Buffer, OldFlow>;
+  readonly #flowStats: BpfMap<number, FlowStats[]>;
   readonly meta: BpfMap<number, MetaValue>;
   /** (kind, name) → app id: the agent's name index, pinned beside the rest. */
   readonly names: BpfMap<NameKey, number>;
@@ -174,6 +225,9 @@ export class HostDatapath implements Disposable {
     this.#drops = obj.map('rs_drops', u32, perCpu(counterCodec));
     this.#events = obj.map('rs_events', u32, perCpu(counterCodec));
     this.#config = obj.map('rs_config', u32, configCodec);
+    this.#newFlows = obj.map('rs_new_flows', rawBytes(flowKeyCodec.size), newFlowCodec);
+    this.#oldFlows = obj.map('rs_old_flows', rawBytes(flowKeyCodec.size), oldFlowCodec);
+    this.#flowStats = obj.map('rs_flow_stats', u32, perCpu(flowStatsCodec));
     this.program = obj.program(PROGRAMS.uplink);
     this.tcProgram = obj.program(PROGRAMS.tc);
     this.meta = meta;
@@ -188,12 +242,13 @@ export class HostDatapath implements Disposable {
 
   static open(opts: HostDatapathOptions): HostDatapath {
     const capacity = opts.capacity ?? DEFAULT_CAPACITY;
+    const flowCapacity = opts.flowCapacity ?? DEFAULT_FLOW_CAPACITY;
     const pinDir = opts.pinDir ?? defaultPinDir(opts.uplink);
     const ifindex = ifindexOf(opts.uplink);
-    ensureBpffs();
+    if (!isOnBpffs(pinDir)) ensureBpffs();
     mkdirSync(pinDir, { recursive: true });
     const pinned = existsSync(join(pinDir, 'rs_redirect'));
-    const attached = attachedRouteshift(ifindex);
+    const attached = attachedRouteshift(ifindex, pinDir);
     if (attached && 'foreign' in attached && !opts.replaceForeign) {
       throw new Error(
         `uplink ${opts.uplink} already has XDP program ${attached.foreign} (id ${attached.progId}) that is not routeshift's; ` +
@@ -246,7 +301,7 @@ export class HostDatapath implements Disposable {
       obj = BpfObject.open(opts.objectPath ?? uplinkObjectPath(), {
         pinPaths,
         reuseMaps,
-        maxEntries: { rs_redirect: capacity, rs_deliver: capacity, rs_app_stats: capacity },
+        maxEntries: { rs_redirect: capacity, rs_deliver: capacity, rs_app_stats: capacity, rs_flow_stats: capacity, rs_new_flows: flowCapacity, rs_old_flows: flowCapacity },
       });
       try {
         obj.load();
@@ -254,7 +309,7 @@ export class HostDatapath implements Disposable {
         if (adoption !== 'fresh' && /reuse|EINVAL|ENOENT/.test((err as Error).message)) {
           (err as Error).message +=
             ` (the maps of the earlier agent on ${opts.uplink} do not match this build or --capacity ${capacity};` +
-            ' start with the capacity they were made with, or `routeshift agent --cleanup` to start afresh)';
+            ' start with the capacity (and --flow-capacity) they were made with, or `routeshift agent --cleanup` to start afresh)';
         }
         throw err;
       }
@@ -308,6 +363,20 @@ export class HostDatapath implements Disposable {
    */
   #attachXdp(mode: XdpMode, replace: boolean): void {
     this.program.attachXdp(this.ifindex, { mode, replace });
+    this.#pinAttachedProgram();
+  }
+
+  /**
+   * Pin the attached program beside the maps (a new pin, then a rename over
+   * the old one: a successor always finds one), so a restarted agent knows
+   * the attached program by its pin rather than by id (CAP_SYS_ADMIN).
+   */
+  #pinAttachedProgram(): void {
+    const pin = join(this.pinDir, PROGRAM_PIN);
+    const fresh = `${pin}_new`; // bpffs refuses names with dots
+    rmSync(fresh, { force: true });
+    this.program.pin(fresh);
+    renameSync(fresh, pin);
   }
 
   /** Id of the program attached to the uplink now (0 if none). */
@@ -327,12 +396,57 @@ export class HostDatapath implements Disposable {
     return sumAppStats(this.#stats.lookup(appId) ?? []);
   }
 
+  /** appStats of many ids, read in one call into the addon (a page of a listing). */
+  appStatsMany(appIds: readonly number[]): AppStats[] {
+    return this.#stats.lookupMany(appIds).map((v) => sumAppStats(v ?? []));
+  }
+
   /** Zero application ids' counters (ids are reused after delete), in one batched update. */
   resetAppStats(appIds: readonly number[]): void {
     if (!appIds.length) return;
     const zero = Object.fromEntries(STATS.map((s) => [s, { packets: 0n, bytes: 0n }])) as AppStats;
     const perCpuZero = Array.from({ length: this.#stats.info.possibleCpus }, () => zero);
     this.#stats.updateBatch(appIds.map((id) => [id, perCpuZero] as const));
+    const flowZero = Object.fromEntries(FLOW_STATS.map((s) => [s, 0n])) as FlowStats;
+    const flowPerCpu = Array.from({ length: this.#flowStats.info.possibleCpus }, () => flowZero);
+    this.#flowStats.updateBatch(appIds.map((id) => [id, flowPerCpu] as const));
+    this.forgetFlows(new Set(appIds));
+  }
+
+  /** One application's flow counters of the preserve action (summed over CPUs). */
+  flowStats(appId: number): FlowStats {
+    return sumFlowStats(this.#flowStats.lookup(appId) ?? []);
+  }
+
+  /** Entries of each flow table (rs_new_flows, rs_old_flows). */
+  get flowCapacity(): number {
+    return this.#newFlows.info.maxEntries;
+  }
+
+  /** How many rs_new_flows entries each app holds now (one walk of the table). */
+  newFlowCounts(): Map<number, number> {
+    const out = new Map<number, number>();
+    for (const [, appId] of this.#newFlows.entries()) out.set(appId, (out.get(appId) ?? 0) + 1);
+    return out;
+  }
+
+  /** Every rs_old_flows entry's value (one walk of the table). */
+  *oldFlows(): IterableIterator<OldFlow> {
+    for (const [, v] of this.#oldFlows.entries()) yield v;
+  }
+
+  /** Forget the flows recorded for these app ids (ids are reused after delete): one walk of each flow table. */
+  forgetFlows(appIds: ReadonlySet<number>): number {
+    if (!appIds.size) return 0;
+    const stale = <V>(m: BpfMap<Buffer, V>, appOf: (v: V) => number): Buffer[] => {
+      const keys: Buffer[] = [];
+      for (const [k, v] of m.entries()) if (appIds.has(appOf(v))) keys.push(Buffer.from(k));
+      return keys;
+    };
+    let n = 0;
+    for (const k of stale(this.#newFlows, (v) => v)) if (this.#newFlows.delete(k)) n++;
+    for (const k of stale(this.#oldFlows, (v) => v.appId)) if (this.#oldFlows.delete(k)) n++;
+    return n;
   }
 
   dropCounts(): Record<DropReason, Counter> {
@@ -356,7 +470,7 @@ export class HostDatapath implements Disposable {
 
   close(): void {
     this.#watcher?.close();
-    for (const m of [this.redirect, this.deliver, this.#stats, this.#drops, this.#events, this.#config, this.meta, this.names]) m.close();
+    for (const m of [this.redirect, this.deliver, this.#stats, this.#drops, this.#events, this.#config, this.#newFlows, this.#oldFlows, this.#flowStats, this.meta, this.names]) m.close();
     this.program.close();
     this.tcProgram.close();
   }
@@ -378,7 +492,7 @@ export class HostDatapath implements Disposable {
       /* interface gone: nothing attached to remove */
     }
     if (ifindex) {
-      const a = attachedRouteshift(ifindex);
+      const a = attachedRouteshift(ifindex, pinDir);
       // Only the data plane of this pin directory: another agent's program stays.
       if (a && !('foreign' in a) && usesPins(a, pinDir)) {
         detachXdp(ifindex, a.mode);

@@ -74,6 +74,22 @@ export const LAYOUT = {
     size: 8,
     fields: { uplink_prog_id: f(0, 4), pad: f(4, 4) },
   },
+  rs_flow_key: {
+    size: 40,
+    fields: { saddr: f(0, 16), daddr: f(16, 16), sport: f(32, 2), dport: f(34, 2), family: f(36, 1), proto: f(37, 1), pad: f(38, 2) },
+  },
+  rs_new_flow: {
+    size: 8,
+    fields: { app_id: f(0, 4), pad: f(4, 4) },
+  },
+  rs_old_flow: {
+    size: 16,
+    fields: { last_ns: f(0, 8), app_id: f(8, 4), flags: f(12, 4) },
+  },
+  rs_flow_stats: {
+    size: 24,
+    fields: { by_kind: f(0, 24) },
+  },
   rs_nexthop: {
     size: 48,
     fields: {
@@ -94,8 +110,8 @@ export type StructName = keyof typeof LAYOUT;
 
 // ----------------------------------------------------------------- enums --
 
-/** enum rs_action. 3 is kept for the planned connection-preserving action. */
-export const ACTIONS = { local: 1, forward: 2 } as const;
+/** enum rs_action. preserve: TCP flows from before SWITCH stay local, the rest is forwarded (bpf/flows.h). */
+export const ACTIONS = { local: 1, forward: 2, preserve: 3 } as const;
 export type Action = keyof typeof ACTIONS;
 
 /**
@@ -147,6 +163,16 @@ export const DROP_REASONS = [
 ] as const;
 export type DropReason = (typeof DROP_REASONS)[number];
 
+/** enum rs_flow_stat, in enum order: per-app flow counters of the preserve action. */
+export const FLOW_STATS = ['pinned', 'sent', 'refused'] as const;
+export type FlowStat = (typeof FLOW_STATS)[number];
+
+/** enum rs_flow_flag: what the client sent that ends an old flow. */
+export const FLOW_FLAGS = { fin: 1, rst: 2 } as const;
+
+/** RS_MAX_FLOWS (bpf/maps.h): entries of each flow table unless the agent is given a --flow-capacity. */
+export const DEFAULT_FLOW_CAPACITY = 65536;
+
 /** enum rs_event, in enum order: packets passed to the kernel or answered, counted. */
 export const EVENTS = ['unparsed', 'no_entry', 'no_neigh', 'ttl', 'icmp_sent', 'kernel_path'] as const;
 export type EventName = (typeof EVENTS)[number];
@@ -169,13 +195,15 @@ export const ENUMS: Readonly<Record<string, Readonly<Record<string, number>>>> =
   rs_drop: enumOf('RS_DROP', DROP_REASONS),
   rs_event: enumOf('RS_EVENT', EVENTS),
   rs_path: enumOf('RS_PATH', PATHS.map((p) => p.replace('-', '_'))),
+  rs_flow_flag: { RS_FLOW_F_FIN: FLOW_FLAGS.fin, RS_FLOW_F_RST: FLOW_FLAGS.rst },
+  rs_flow_stat: enumOf('RS_FLOW_STAT', FLOW_STATS),
   rs_config_flag: { RS_CONFIG_F_SKB_CSUM: CONFIG_FLAGS.skbCsum, RS_CONFIG_F_TX_REDIRECT: CONFIG_FLAGS.txRedirect, RS_CONFIG_F_TX_TC: CONFIG_FLAGS.txTc },
 };
 
 // ------------------------------------------------------------------ maps --
 
 export interface MapSpec {
-  readonly type: 'hash' | 'array' | 'percpu_array';
+  readonly type: 'hash' | 'lru_hash' | 'array' | 'percpu_array';
   /** Struct name from LAYOUT, or 'u32' for array indexes. */
   readonly key: StructName | 'u32';
   readonly value: StructName;
@@ -196,6 +224,9 @@ export const MAPS = {
   rs_config: { type: 'array', key: 'u32', value: 'rs_config', maxEntries: 1 },
   rs_pending: { type: 'percpu_array', key: 'u32', value: 'rs_pending', maxEntries: 1 },
   rs_nexthop: { type: 'percpu_array', key: 'u32', value: 'rs_nexthop', maxEntries: NEXTHOP_SLOTS },
+  rs_new_flows: { type: 'lru_hash', key: 'rs_flow_key', value: 'rs_new_flow', maxEntries: DEFAULT_FLOW_CAPACITY },
+  rs_old_flows: { type: 'lru_hash', key: 'rs_flow_key', value: 'rs_old_flow', maxEntries: DEFAULT_FLOW_CAPACITY },
+  rs_flow_stats: { type: 'percpu_array', key: 'u32', value: 'rs_flow_stats', maxEntries: DEFAULT_CAPACITY },
 } as const satisfies Record<string, MapSpec>;
 
 export type MapName = keyof typeof MAPS;
@@ -225,6 +256,7 @@ export const WATCH_PROGRAMS = { redirectErr: 'rs_watch_redirect_err', exception:
 export type RedirectValue =
   | ({ action: 'local'; appId: number; ports?: true } & Target)
   | { action: 'forward'; appId: number; tunnel: string; ports?: true }
+  | ({ action: 'preserve'; appId: number; tunnel: string; ports?: true } & Target)
   | { action: 'ports-only'; appId: number; ports?: true };
 
 /** Where a LOCAL or delivery entry sends packets on this host, and by which paths. */
@@ -340,14 +372,18 @@ export const redirectValueCodec: Codec<RedirectValue> = {
     into.writeUInt32LE(value.ports ? REDIRECT_FLAGS.ports : 0, at('flags'));
     if (value.action === 'ports-only') {
       // no target: the program passes what no port entry matches
-    } else if (value.action === 'local') {
-      into.writeUInt32LE(checkUint('ifindex', value.ifindex, 0xffffffff), at('ifindex'));
-      parseMac(value.dmac).copy(into, at('dmac'));
-      parseMac(value.smac).copy(into, at('smac'));
-      into.writeUInt8(pathNumber(value.path), at('path'));
-      into.writeUInt8(pathNumber(value.slowPath), at('slow_path'));
     } else {
-      into.writeUInt8(putAddress(value.tunnel, into, at('tunnel_dst'), 'tunnel address'), at('tunnel_family'));
+      // preserve holds both halves: the LOCAL target for old flows, the tunnel for the rest
+      if (value.action !== 'forward') {
+        into.writeUInt32LE(checkUint('ifindex', value.ifindex, 0xffffffff), at('ifindex'));
+        parseMac(value.dmac).copy(into, at('dmac'));
+        parseMac(value.smac).copy(into, at('smac'));
+        into.writeUInt8(pathNumber(value.path), at('path'));
+        into.writeUInt8(pathNumber(value.slowPath), at('slow_path'));
+      }
+      if (value.action !== 'local') {
+        into.writeUInt8(putAddress(value.tunnel, into, at('tunnel_dst'), 'tunnel address'), at('tunnel_family'));
+      }
     }
   },
   decode(from, offset) {
@@ -356,25 +392,22 @@ export const redirectValueCodec: Codec<RedirectValue> = {
     const action = from.readUInt32LE(at('action'));
     const appId = from.readUInt32LE(at('app_id'));
     const ports = (from.readUInt32LE(at('flags')) & REDIRECT_FLAGS.ports) !== 0 ? { ports: true as const } : {};
-    if (action === ACTIONS.local) {
-      return {
-        action: 'local',
-        appId,
-        ifindex: from.readUInt32LE(at('ifindex')),
-        dmac: formatMac(from.subarray(at('dmac'), at('dmac') + 6)),
-        smac: formatMac(from.subarray(at('smac'), at('smac') + 6)),
-        path: pathName(from.readUInt8(at('path'))),
-        slowPath: pathName(from.readUInt8(at('slow_path'))),
-        ...ports,
-      };
-    }
-    if (action === ACTIONS.forward) {
+    const target = (): Target => ({
+      ifindex: from.readUInt32LE(at('ifindex')),
+      dmac: formatMac(from.subarray(at('dmac'), at('dmac') + 6)),
+      smac: formatMac(from.subarray(at('smac'), at('smac') + 6)),
+      path: pathName(from.readUInt8(at('path'))),
+      slowPath: pathName(from.readUInt8(at('slow_path'))),
+    });
+    const tunnel = (): string => {
       const dst = from.subarray(at('tunnel_dst'), at('tunnel_dst') + 16);
-      const family = from.readUInt8(at('tunnel_family'));
-      return { action: 'forward', appId, tunnel: family === 6 ? formatIPv6(dst) : formatAddress(dst), ...ports };
-    }
+      return from.readUInt8(at('tunnel_family')) === 6 ? formatIPv6(dst) : formatAddress(dst);
+    };
+    if (action === ACTIONS.local) return { action: 'local', appId, ...target(), ...ports };
+    if (action === ACTIONS.forward) return { action: 'forward', appId, tunnel: tunnel(), ...ports };
+    if (action === ACTIONS.preserve) return { action: 'preserve', appId, tunnel: tunnel(), ...target(), ...ports };
     if (action === PORTS_ONLY_ACTION) return { action: 'ports-only', appId, ...ports };
-    throw new RangeError(`rs_redirect_value has unknown action ${action} (expected 1 local, 2 forward or 4 ports-only)`);
+    throw new RangeError(`rs_redirect_value has unknown action ${action} (expected 1 local, 2 forward, 3 preserve or 4 ports-only)`);
   },
 };
 
@@ -480,6 +513,101 @@ export const watchConfigCodec: Codec<number> = {
     return from.readUInt32LE(offset + field('rs_watch_config', 'uplink_prog_id'));
   },
 };
+
+/** A TCP flow as rs_uplink sees it arrive (client -> app). */
+export interface FlowKey {
+  source: string;
+  destination: string;
+  sport: number;
+  dport: number;
+}
+
+export const flowKeyCodec: Codec<FlowKey> = {
+  size: LAYOUT.rs_flow_key.size,
+  encode(value, into, offset) {
+    const at = (name: keyof typeof LAYOUT.rs_flow_key.fields): number => offset + field('rs_flow_key', name);
+    into.fill(0, offset, offset + this.size);
+    const family = putAddress(value.source, into, at('saddr'), 'flow source');
+    if (putAddress(value.destination, into, at('daddr'), 'flow destination') !== family) {
+      throw new TypeError(`flow ${value.source} -> ${value.destination} mixes address families`);
+    }
+    into.writeUInt16BE(checkUint('sport', value.sport, 65535), at('sport'));
+    into.writeUInt16BE(checkUint('dport', value.dport, 65535), at('dport'));
+    into.writeUInt8(family, at('family'));
+    into.writeUInt8(6, at('proto'));
+  },
+  decode(from, offset) {
+    const at = (name: keyof typeof LAYOUT.rs_flow_key.fields): number => offset + field('rs_flow_key', name);
+    const v6 = from.readUInt8(at('family')) === 6;
+    const addr = (name: 'saddr' | 'daddr'): string => {
+      const b = from.subarray(at(name), at(name) + 16);
+      return v6 ? formatIPv6(b) : formatAddress(b);
+    };
+    return { source: addr('saddr'), destination: addr('daddr'), sport: from.readUInt16BE(at('sport')), dport: from.readUInt16BE(at('dport')) };
+  },
+};
+
+/** rs_new_flows: the app whose new flow it is. */
+export const newFlowCodec: Codec<number> = {
+  size: LAYOUT.rs_new_flow.size,
+  encode(value, into, offset) {
+    into.fill(0, offset, offset + this.size);
+    into.writeUInt32LE(checkUint('appId', value, 0xffffffff), offset + field('rs_new_flow', 'app_id'));
+  },
+  decode(from, offset) {
+    return from.readUInt32LE(offset + field('rs_new_flow', 'app_id'));
+  },
+};
+
+/** rs_old_flows: a flow from before SWITCH, as last seen. */
+export interface OldFlow {
+  /** bpf_ktime_get_coarse_ns() of its last packet (CLOCK_MONOTONIC, coarse). */
+  lastNs: bigint;
+  appId: number;
+  fin: boolean;
+  rst: boolean;
+}
+
+export const oldFlowCodec: Codec<OldFlow> = {
+  size: LAYOUT.rs_old_flow.size,
+  encode(value, into, offset) {
+    into.fill(0, offset, offset + this.size);
+    into.writeBigUInt64LE(value.lastNs, offset + field('rs_old_flow', 'last_ns'));
+    into.writeUInt32LE(checkUint('appId', value.appId, 0xffffffff), offset + field('rs_old_flow', 'app_id'));
+    into.writeUInt32LE((value.fin ? FLOW_FLAGS.fin : 0) | (value.rst ? FLOW_FLAGS.rst : 0), offset + field('rs_old_flow', 'flags'));
+  },
+  decode(from, offset) {
+    const flags = from.readUInt32LE(offset + field('rs_old_flow', 'flags'));
+    return {
+      lastNs: from.readBigUInt64LE(offset + field('rs_old_flow', 'last_ns')),
+      appId: from.readUInt32LE(offset + field('rs_old_flow', 'app_id')),
+      fin: (flags & FLOW_FLAGS.fin) !== 0,
+      rst: (flags & FLOW_FLAGS.rst) !== 0,
+    };
+  },
+};
+
+export type FlowStats = Record<FlowStat, bigint>;
+
+/** One CPU's slot of rs_flow_stats. */
+export const flowStatsCodec: Codec<FlowStats> = {
+  size: LAYOUT.rs_flow_stats.size,
+  encode(value, into, offset) {
+    FLOW_STATS.forEach((s, i) => into.writeBigUInt64LE(value[s], offset + i * 8));
+  },
+  decode(from, offset) {
+    const out = {} as FlowStats;
+    FLOW_STATS.forEach((s, i) => (out[s] = from.readBigUInt64LE(offset + i * 8)));
+    return out;
+  },
+};
+
+/** Sum the per-CPU values of one application's flow counters. */
+export function sumFlowStats(perCpu: readonly FlowStats[]): FlowStats {
+  const out = {} as FlowStats;
+  for (const s of FLOW_STATS) out[s] = perCpu.reduce((a, v) => a + v[s], 0n);
+  return out;
+}
 
 /** One CPU's slot of rs_nexthop, the program's next-hop cache (family 0 = empty). */
 export interface NextHop {

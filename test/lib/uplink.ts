@@ -15,7 +15,12 @@ import {
   configCodec,
   counterCodec,
   deliverValueCodec,
+  flowKeyCodec,
+  flowStatsCodec,
+  newFlowCodec,
   nexthopCodec,
+  oldFlowCodec,
+  sumFlowStats,
   redirectValueCodec,
   sumAppStats,
   sumCounters,
@@ -26,7 +31,10 @@ import {
   type DeliverValue,
   type DropReason,
   type EventName,
+  type FlowKey,
+  type FlowStats,
   type NextHop,
+  type OldFlow,
   type RedirectValue,
   type Stat,
 } from '../../src/datapath/structs.js';
@@ -63,14 +71,21 @@ export class Uplink implements Disposable {
   readonly events: BpfMap<number, Counter[]>;
   readonly config: BpfMap<number, Config>;
   readonly nexthop: BpfMap<number, NextHop[]>;
+  /** Flow tables of the preserve action (bpf/flows.h). */
+  readonly newFlows: BpfMap<FlowKey, number>;
+  readonly oldFlows: BpfMap<FlowKey, OldFlow>;
+  readonly flowStats: BpfMap<number, FlowStats[]>;
   readonly pass: Program;
 
-  constructor(opts: { redirectEntries?: number; deliverEntries?: number } = {}) {
+  constructor(opts: { redirectEntries?: number; deliverEntries?: number; flowEntries?: number } = {}) {
     using obj = BpfObject.load(UPLINK_OBJECT, {
       maxEntries: {
         rs_redirect: opts.redirectEntries ?? 1024,
         rs_deliver: opts.deliverEntries ?? 1024,
         rs_app_stats: APP_SLOTS,
+        rs_flow_stats: APP_SLOTS,
+        rs_new_flows: opts.flowEntries ?? 1024,
+        rs_old_flows: opts.flowEntries ?? 1024,
       },
     });
     this.program = obj.program('rs_uplink');
@@ -82,6 +97,14 @@ export class Uplink implements Disposable {
     this.events = obj.map('rs_events', u32, perCpu(counterCodec));
     this.config = obj.map('rs_config', u32, configCodec);
     this.nexthop = obj.map('rs_nexthop', u32, perCpu(nexthopCodec));
+    this.newFlows = obj.map('rs_new_flows', flowKeyCodec, newFlowCodec);
+    this.oldFlows = obj.map('rs_old_flows', flowKeyCodec, oldFlowCodec);
+    this.flowStats = obj.map('rs_flow_stats', u32, perCpu(flowStatsCodec));
+  }
+
+  /** One app's flow counters, summed over CPUs. */
+  flowCounters(appId: number): FlowStats {
+    return sumFlowStats(this.flowStats.lookup(appId) ?? []);
   }
 
   /** Empty every CPU's next-hop cache, so the next FORWARD asks bpf_fib_lookup. */
@@ -134,7 +157,7 @@ export class Uplink implements Disposable {
   }
 
   close(): void {
-    for (const m of [this.redirect, this.deliver, this.stats, this.drops, this.events, this.config, this.nexthop]) m.close();
+    for (const m of [this.redirect, this.deliver, this.stats, this.drops, this.events, this.config, this.nexthop, this.newFlows, this.oldFlows, this.flowStats]) m.close();
     this.program.close();
     this.pass.close();
   }

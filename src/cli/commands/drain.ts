@@ -8,7 +8,9 @@ import { drain, planDrain, type DrainPlan, type DrainResult } from '../../contro
 import { ControllerMetrics } from '../../controller/metrics.js';
 import { UsageError } from '../common.js';
 import { exitCodeOfOutcome } from '../exit.js';
-import { announceSpec, driverSpec, httpConnector, migrationOptions, parseUrl, timing, type SharedArgs } from '../options.js';
+import { controllerMetricsBody, printJson } from '../json.js';
+import { reportMigrations } from '../report.js';
+import { announceSpec, driverSpec, httpConnector, migrationOptions, parseUrl, preserveSpec, leaseTtl, timing, type SharedArgs } from '../options.js';
 import { ProgressPrinter, fmtMs } from '../progress.js';
 
 interface DrainArgs extends SharedArgs {
@@ -48,7 +50,8 @@ export const drainCommand: CommandModule<object, DrainArgs> = {
 
     if (args['dry-run']) {
       const plan = await planDrain(connect(source), destinations.map(connect), args['dest-dev']);
-      process.stdout.write(args.json ? JSON.stringify({ dryRun: true, plan }, null, 2) + '\n' : planText(plan));
+      if (args.json) printJson('DrainPlan', { ...plan });
+      else process.stdout.write(planText(plan));
       return;
     }
     const metrics = new ControllerMetrics();
@@ -61,6 +64,8 @@ export const drainCommand: CommandModule<object, DrainArgs> = {
       driver: driverSpec(args),
       announce: announceSpec(args),
       timing: timing(args),
+      leaseTtlMs: leaseTtl(args),
+      ...(preserveSpec(args) ? { preserve: preserveSpec(args) } : {}),
       stateDir: args['state-dir'],
       concurrency: args.concurrency,
       connect,
@@ -68,7 +73,8 @@ export const drainCommand: CommandModule<object, DrainArgs> = {
       ...(printer ? { observe: printer.observer } : {}),
     });
     printer?.flush();
-    if (args.json) process.stdout.write(JSON.stringify({ ...result, metrics: await metrics.json() }, null, 2) + '\n');
+    await reportMigrations(connect, result.apps);
+    if (args.json) printJson('DrainResult', { ...result, metrics: controllerMetricsBody(await metrics.json()) });
     else process.stdout.write(resultText(result));
     process.exitCode = exitCodeOfOutcome(result.outcome);
   },
