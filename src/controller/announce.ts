@@ -12,12 +12,18 @@
  *   ROUTESHIFT_PROTO, ROUTESHIFT_PORT, ROUTESHIFT_FROM, ROUTESHIFT_TO (agent
  *   URLs), ROUTESHIFT_TO_INDEX, ROUTESHIFT_TUNNEL (the destination's tunnel
  *   address), ROUTESHIFT_MIGRATION. Exit 0 = announced. It must be idempotent.
+ * * `bgp`: the hosts' own BGP speakers (BIRD 2, driven by each host's agent,
+ *   src/agent/bgp.ts): the destination's agent announces the app's /32
+ *   (/128); a grace period later the source's agent withdraws it. While both
+ *   announce, either route delivers (the source still forwards), so the
+ *   network may take its time and tie-break as it likes.
  *
  * Hooks are plain data (`AnnounceSpec`) so the journal can rebuild them on resume.
  */
 import { execFile } from 'node:child_process';
 import { isIP } from 'node:net';
-import type { Proto } from './agent-client.js';
+import type { AgentApi, AgentConnector, Proto } from './agent-client.js';
+import type { AnnouncementBatchBody } from '../model/announcement.js';
 import { describeHookFailure, runHook } from '../workload/run-hook.js';
 import { mapLimit } from './limit.js';
 
@@ -30,7 +36,9 @@ export type AnnounceSpec =
       via: string[];
       dev?: string;
     }
-  | { kind: 'exec'; script: string; timeoutMs?: number };
+  | { kind: 'exec'; script: string; timeoutMs?: number }
+  /** The agents announce and withdraw through their hosts' BIRD; nothing to journal but the kind. */
+  | { kind: 'bgp' };
 
 export interface Announcement {
   app: string;
@@ -51,11 +59,18 @@ export interface AnnounceHook {
   announce(a: Announcement): Promise<void>;
   /** Many at once (drain): one call where the mechanism allows it. */
   announceAll(list: readonly Announcement[]): Promise<void>;
+  /**
+   * Mechanisms where the source announced the app too: stop that. Called a
+   * grace period after announceAll, while the source still forwards, and
+   * followed by another before the source's entries are removed.
+   */
+  withdrawAll?(list: readonly Announcement[]): Promise<void>;
 }
 
-export const ANNOUNCE_KINDS = ['none', 'netns-route', 'exec'] as const;
+export const ANNOUNCE_KINDS = ['none', 'netns-route', 'exec', 'bgp'] as const;
 
-export function createAnnounceHook(spec: AnnounceSpec): AnnounceHook {
+/** `connect` reaches the agents (the `bgp` hook asks them to announce); other hooks need none. */
+export function createAnnounceHook(spec: AnnounceSpec, connect?: AgentConnector): AnnounceHook {
   switch (spec.kind) {
     case 'none':
       return {
@@ -68,6 +83,9 @@ export function createAnnounceHook(spec: AnnounceSpec): AnnounceHook {
       return new NetnsRouteHook(spec.netns, spec.via, spec.dev);
     case 'exec':
       return new ExecAnnounceHook(spec.script, spec.timeoutMs ?? 30_000);
+    case 'bgp':
+      if (!connect) throw new Error('the bgp announce hook needs a connector to the agents');
+      return new BgpAnnounceHook(connect);
   }
 }
 
@@ -145,6 +163,57 @@ export class ExecAnnounceHook implements AnnounceHook {
     // One run per app: the script's contract is one app per call. Bounded parallelism.
     await mapLimit(list, 8, (a) => this.announce(a));
   }
+}
+
+/** What the bgp hook needs of an agent client (HttpAgentClient has it). */
+export interface AnnouncementApi {
+  readonly url: string;
+  changeAnnouncements(batch: AnnouncementBatchBody): Promise<{ announced: number; withdrawn: number }>;
+}
+
+export function announcementApi(agent: AgentApi): AgentApi & AnnouncementApi {
+  const a = agent as AgentApi & Partial<AnnouncementApi>;
+  if (typeof a.changeAnnouncements !== 'function') throw new Error(`the client of agent ${agent.url} cannot ask it for BGP announcements`);
+  return a as AgentApi & AnnouncementApi;
+}
+
+export class BgpAnnounceHook implements AnnounceHook {
+  readonly kind = 'bgp';
+  readonly movesTraffic = true;
+
+  constructor(private readonly connect: AgentConnector) {}
+
+  announce(a: Announcement): Promise<void> {
+    return this.announceAll([a]);
+  }
+
+  /** Each destination's agent announces its apps: one request (one BIRD reconfiguration) per destination. */
+  async announceAll(list: readonly Announcement[]): Promise<void> {
+    await Promise.all(
+      [...group(list, (a) => a.to)].map(async ([url, apps]) => {
+        const r = await announcementApi(this.connect(url)).changeAnnouncements({ announce: apps.map((a) => ({ name: a.app, address: a.address })) });
+        if (r.announced !== apps.length) throw new Error(`agent ${url} announced ${r.announced} of ${apps.length} apps`);
+      }),
+    );
+  }
+
+  /** Each source's agent withdraws what it announced for these apps (idempotent: nothing announced is no change). */
+  async withdrawAll(list: readonly Announcement[]): Promise<void> {
+    await Promise.all(
+      [...group(list, (a) => a.from)].map(([url, apps]) => announcementApi(this.connect(url)).changeAnnouncements({ withdraw: apps.map((a) => a.app) })),
+    );
+  }
+}
+
+function group(list: readonly Announcement[], by: (a: Announcement) => string): Map<string, Announcement[]> {
+  const out = new Map<string, Announcement[]>();
+  for (const a of list) {
+    const k = by(a);
+    const l = out.get(k);
+    if (l) l.push(a);
+    else out.set(k, [a]);
+  }
+  return out;
 }
 
 function ip(args: string[], input?: string): Promise<void> {
