@@ -14,6 +14,7 @@
  * With --out FILE, FILE holds exactly this run.
  * Exit 1 only when a benchmark is broken, not when a goal is missed.
  */
+import { jsonDocument } from '../src/cli/json.js';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { repoRoot } from '../src/bpf/native.js';
@@ -72,7 +73,7 @@ export async function runBench(opts: RunOptions = {}): Promise<{ results: BenchR
   const complete = BENCHMARKS.every((b) => b.name in results.durationsMs);
   const updated = out === resolve(defaultOutPath(false)) && !quick && complete && updateReadme(readme, results);
   // what ran now is printed (and returned); the file holds it merged with the rest
-  process.stdout.write(opts.json ? JSON.stringify(fresh, null, 2) + '\n' : formatTable(fresh) + '\n');
+  process.stdout.write(opts.json ? jsonDocument('BenchResults', { ...fresh }) : formatTable(fresh) + '\n');
   if (!opts.json) {
     process.stderr.write(
       `[bench] results ${earlier ? `merged into the earlier results of the other benchmarks in` : 'written to'} ${out}, ${base}.svg, ${base}.md${updated ? `, table in ${readme}` : ''}\n`,

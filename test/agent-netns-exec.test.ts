@@ -103,7 +103,7 @@ t.test('under `ip netns exec`, a SIGKILLed agent restarted the same way adopts e
   t.equal(first.ready.adopted, false, 'the first start is fresh');
   const add = await cli(['app', 'add', 'x', '--agent', URL, '--addr', x.addr4, '--dev', x.hostDev, '--json']);
   t.equal(add.code, 0, `app add without --mac (the agent resolves it): ${add.stderr.trim()}`);
-  const added = cliJson<AppJson>('app add', add);
+  const added = cliJson<{ app: AppJson }>('app add', add).app;
   t.equal(added.path.via, 'tc-peer', 'a veth whose peer runs no XDP program: delivered through TC into its namespace');
 
   const before = stream(5500, 2000);
@@ -123,7 +123,7 @@ t.test('under `ip netns exec`, a SIGKILLed agent restarted the same way adopts e
   );
   const list = await cli(['app', 'list', '--agent', URL, '--json']);
   t.equal(list.code, 0, list.stderr.trim());
-  const listed = JSON.parse(list.stdout) as AppJson[];
+  const listed = (JSON.parse(list.stdout) as { items: AppJson[] }).items;
   t.same(listed.map((a) => a.name), ['x'], 'x is still registered');
   t.equal(listed[0]?.appId, added.appId, '…with its app id');
   t.ok(Number(listed[0]?.counters.local.packets) >= r1.sent + gap.sent, `…and its counters kept (${listed[0]?.counters.local.packets} packets)`);

@@ -10,6 +10,7 @@
  * delivery path of the paths benchmark delivered what was sent on it.
  */
 import t from 'tap';
+import { checkDocument } from '../src/cli/json.js';
 import { execFile } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -57,7 +58,8 @@ t.test(`routeshift bench ${NAMES.join(' ')} --quick --json: every row has number
   });
   t.equal(code, 0, `exit 0 (stderr: ${stderr.trim().split('\n').slice(-3).join(' | ')})`);
   const written = JSON.parse(readFileSync(out, 'utf8')) as BenchResults;
-  t.same(JSON.parse(stdout), written, '--json prints what --out wrote');
+  t.same(checkDocument(JSON.parse(stdout)), [], 'a BenchResults document (docs/json.md)');
+  t.same(JSON.parse(stdout), { apiVersion: 'routeshift/v1', kind: 'BenchResults', ...written }, '--json prints what --out wrote, as a BenchResults document');
   t.same(written.broken, [], 'no broken benchmark');
   t.equal(written.quick, true);
   t.ok(existsSync(join(dir, 'results.svg')) && readFileSync(join(dir, 'results.svg'), 'utf8').startsWith('<svg'), 'the plot is written beside the JSON');

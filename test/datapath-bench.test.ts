@@ -24,7 +24,9 @@ t.test('routeshift bench fwd scale --quick --json: every row has numbers', async
     );
   });
   t.equal(code, 0, `exit 0 (stderr: ${stderr.trim().split('\n').slice(-3).join(' | ')})`);
-  const printed = JSON.parse(stdout) as BenchResults;
+  // --json is the versioned envelope (docs/json.md); --out is the results file bench/ keeps
+  const { apiVersion, kind, ...printed } = JSON.parse(stdout) as BenchResults & { apiVersion: string; kind: string };
+  t.same({ apiVersion, kind }, { apiVersion: 'routeshift/v1', kind: 'BenchResults' }, '--json is a versioned BenchResults document');
   const written = JSON.parse(readFileSync(out, 'utf8')) as BenchResults;
   t.same(printed, written, '--json prints what --out wrote');
   t.same(written.broken, [], 'no broken benchmark');

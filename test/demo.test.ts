@@ -8,6 +8,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { checkDocument } from '../src/cli/json.js';
 import type { DemoResult } from '../src/demo/scenario.js';
 
 t.test('routeshift demo --json: zero loss, host A drained, everything removed', async (t) => {
@@ -19,6 +20,7 @@ t.test('routeshift demo --json: zero loss, host A drained, everything removed', 
   });
   t.equal(r.status, 0, `demo exits 0 (stderr: ${r.stderr.slice(-500)})`);
   const result = JSON.parse(r.stdout) as DemoResult;
+  t.same(checkDocument(result), [], 'the output is a DemoResult document (docs/json.md)');
   const byApp = Object.fromEntries(result.routeshift.streams.map((s) => [s.app, s]));
   for (const app of ['x', 'y']) {
     const s = byApp[app]!;
@@ -29,7 +31,7 @@ t.test('routeshift demo --json: zero loss, host A drained, everything removed', 
   t.equal(result.routeshift.migration.outcome, 'done');
   t.same(
     result.routeshift.migration.steps.map((s) => s.step),
-    ['PREPARE', 'START', 'DELIVER', 'READY', 'SWITCH', 'STOP', 'ANNOUNCE'],
+    ['PREPARE', 'START', 'DELIVER', 'READY', 'SWITCH', 'DRAIN_FLOWS', 'STOP', 'ANNOUNCE'],
     'every protocol step ran, in order',
   );
   t.equal(result.routeshift.drain.outcome, 'done');

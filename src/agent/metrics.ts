@@ -3,14 +3,20 @@
  * per-CPU maps when Prometheus scrapes (collect callbacks), never polled, so
  * a scrape always shows the kernel's numbers at that moment.
  */
-import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { hostname, release } from 'node:os';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { HostDatapath } from '../datapath/host.js';
 import { DROP_REASONS, EVENTS } from '../datapath/structs.js';
+import { MIGRATION_OUTCOMES, PHASE_SECONDS_BUCKETS, type MigrationReportBody } from '../model/migration-report.js';
+import { buildInfo } from '../model/version.js';
 import type { EntryStore } from './store.js';
+import { FlowCensus } from './flows.js';
 
 export interface AgentMetrics {
   readonly contentType: string;
   render(): Promise<string>;
+  /** Count migrations a controller reports (POST /v1/migrations): this agent was their source. */
+  recordMigrations(report: MigrationReportBody): void;
   readonly registry: Registry;
 }
 
@@ -20,11 +26,20 @@ export const DEFAULT_METRICS_APP_LIMIT = 10_000;
 export function createMetrics(dp: HostDatapath, store: EntryStore, perAppLimit = DEFAULT_METRICS_APP_LIMIT): AgentMetrics {
   const registry = new Registry();
   registry.setDefaultLabels({ uplink: dp.uplink });
-  collectDefaultMetrics({ register: registry, prefix: 'routeshift_agent_' });
+  // The standard names (process_cpu_seconds_total, process_resident_memory_bytes, nodejs_*), so stock
+  // Node.js and process dashboards match an agent as they are.
+  collectDefaultMetrics({ register: registry });
   // These three are gauges named *_total, which promtool rightly flags.
   for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) {
-    registry.removeSingleMetric(`routeshift_agent_${name}`);
+    registry.removeSingleMetric(name);
   }
+  const build = buildInfo();
+  new Gauge({
+    name: 'routeshift_build_info',
+    help: 'Always 1; the labels say which routeshift runs where (version, commit when built from a checkout, node name, kernel release).',
+    labelNames: ['version', 'commit', 'node', 'kernel'],
+    registers: [registry],
+  }).set({ version: build.version, ...(build.commit ? { commit: build.commit } : {}), node: hostname(), kernel: release() }, 1);
 
   const perApp = (values: (set: (labels: Record<string, string>, v: bigint) => void) => void) =>
     function (this: Counter) {
@@ -82,6 +97,22 @@ export function createMetrics(dp: HostDatapath, store: EntryStore, perAppLimit =
       for (const n of EVENTS) set({ event: n }, e[n].packets);
     }),
   });
+  // Flows of the preserve action: only apps with flows recorded have series.
+  const census = new FlowCensus(dp);
+  new Counter({
+    name: 'routeshift_app_flows_total',
+    help: 'TCP flows of --preserve-connections migrations per application: pinned (from before SWITCH, kept on this host), sent (new, forwarded), refused (new, the flow table could not record it: kept here), evicted (new, its table entry evicted: later packets reach this host and are reset).',
+    labelNames: ['app', 'kind'],
+    registers: [registry],
+    collect: perApp((set) => {
+      for (const a of census.counters(perAppLimit)) {
+        set({ app: a.name, kind: 'pinned' }, a.stats.pinned);
+        set({ app: a.name, kind: 'sent' }, a.stats.sent);
+        set({ app: a.name, kind: 'refused' }, a.stats.refused);
+        set({ app: a.name, kind: 'evicted' }, a.evicted);
+      }
+    }),
+  });
   new Gauge({
     name: 'routeshift_delivery_path',
     help: 'How each entry\'s packets go now (1 per entry): xdp, tc-peer, tc or kernel into its device; forward-xdp-tx, forward-xdp-redirect or forward-tc out of the uplink.',
@@ -111,11 +142,33 @@ export function createMetrics(dp: HostDatapath, store: EntryStore, perAppLimit =
     collect() {
       this.set({ map: 'redirect' }, dp.redirect.info.maxEntries);
       this.set({ map: 'deliver' }, dp.deliver.info.maxEntries);
+      this.set({ map: 'flows' }, dp.flowCapacity);
     },
+  });
+  // Reported by controllers (a CLI run cannot be scraped): the migrations that started on this host.
+  const migrations = new Counter({
+    name: 'routeshift_migrations_total',
+    help: 'Migrations away from this host, by outcome (done, rolled-back, failed = needs attention), as their controller reported them.',
+    labelNames: ['outcome'],
+    registers: [registry],
+  });
+  for (const outcome of MIGRATION_OUTCOMES) migrations.inc({ outcome }, 0);
+  const phaseSeconds = new Histogram({
+    name: 'routeshift_migration_phase_seconds',
+    help: 'Duration of each phase of the migrations away from this host (PREPARE … ANNOUNCE; BATCH_SWITCH for a drain), as their controller reported them.',
+    labelNames: ['phase'],
+    buckets: [...PHASE_SECONDS_BUCKETS],
+    registers: [registry],
   });
   return {
     registry,
     contentType: registry.contentType,
+    recordMigrations(report) {
+      for (const m of report.migrations) {
+        migrations.inc({ outcome: m.outcome });
+        for (const [phase, ms] of Object.entries(m.phasesMs)) phaseSeconds.observe({ phase }, ms / 1000);
+      }
+    },
     async render() {
       scrape = [...store.counters(perAppLimit)];
       try {

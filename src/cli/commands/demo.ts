@@ -6,6 +6,7 @@ import type { DemoResult, StreamResult } from '../../demo/scenario.js';
 import { run } from '../../testbed/netns.js';
 import { UsageError } from '../common.js';
 import { ExitCode } from '../exit.js';
+import { printJson } from '../json.js';
 
 interface DemoArgs {
   json: boolean;
@@ -137,7 +138,8 @@ export const demoCommand: CommandModule<object, DemoArgs> = {
       },
     });
     if (tty) process.stdout.write('\r\x1b[2K');
-    process.stdout.write(args.json ? `${JSON.stringify(result)}\n` : `${summary(result)}\n`);
+    if (args.json) printJson('DemoResult', { ...result });
+    else process.stdout.write(`${summary(result)}\n`);
     const lost = result.routeshift.streams.some((s) => s.lost > 0 || s.duplicated > 0);
     if (result.routeshift.migration.outcome !== 'done' || result.routeshift.drain.outcome !== 'done' || lost) process.exitCode = ExitCode.Failed;
   },
