@@ -3,7 +3,8 @@
  * running a piece of synchronous code inside a network namespace.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, statfsSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { addon, isErrno } from './native.js';
 
 export const BPFFS = '/sys/fs/bpf';
@@ -27,6 +28,20 @@ export function ensureBpffs(dir: string = BPFFS): boolean {
     throw new Error(`cannot mount bpffs at ${dir}: ${stderr || String(err)} (run as root)`);
   }
   return true;
+}
+
+/** statfs f_type of bpffs (linux/magic.h BPF_FS_MAGIC). */
+const BPF_FS_MAGIC = 0xcafe4a11;
+
+/**
+ * Whether `dir` (or, while it does not exist yet, its nearest existing
+ * parent) is on a bpffs: an agent without CAP_SYS_ADMIN cannot mount one,
+ * so a pin dir on a bpffs mounted for it must not ask for /sys/fs/bpf.
+ */
+export function isOnBpffs(dir: string): boolean {
+  let d = dir;
+  while (!existsSync(d) && dirname(d) !== d) d = dirname(d);
+  return statfsSync(d).type === BPF_FS_MAGIC;
 }
 
 /**

@@ -41,7 +41,11 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
     if (unknown.length) {
       throw new UsageError(`unknown benchmark ${unknown.join(', ')} (known: ${BENCHMARK_NAMES.join(', ')})`);
     }
-    const { runBench } = await import('../../../bench/run.js'); // loads every benchmark: only for this command
+    // Loads every benchmark: only for this command. The installed package carries only their names.
+    const { runBench } = await import('../../../bench/run.js').catch((err: unknown) => {
+      if ((err as { code?: string }).code !== 'ERR_MODULE_NOT_FOUND') throw err;
+      throw new UsageError('the benchmarks run from a clone of the repository (`npm run bench`); the installed package does not carry them');
+    });
     const { results } = await runBench({ names, quick: args.quick, json: args.json, ...(args.out ? { out: args.out } : {}) });
     process.exitCode = results.broken.length ? ExitCode.Failed : ExitCode.Ok;
   },
