@@ -14,6 +14,9 @@ APT_PACKAGES=(
   make g++ python3                                         # node-gyp (native addon)
   bpftool iproute2 ethtool iputils-ping                    # map dumps, netns topologies
   prometheus                                               # the real scraper in tests
+  bird2                                                    # BGP speaker of --announce bgp (and its e2e test)
+  systemd curl                                             # the unit's systemd-analyze checks; API calls inside test netns
+  etcd-server                                              # the desired-state store of fleet mode (its tests start one)
 )
 
 missing=()

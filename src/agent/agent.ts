@@ -12,17 +12,26 @@ import { canonicalAddress, parseAddress } from '../model/address.js';
 import { HostDatapath, defaultPinDir } from '../datapath/host.js';
 import type { Config } from '../datapath/structs.js';
 import type { StatusView } from '../model/entry.js';
+import { buildInfo } from '../model/version.js';
 import { EntryStore } from './store.js';
 import { SystemLinks } from './links.js';
 import { PathKeeper, uplinkFacts, withUplinkFacts } from './paths.js';
+import { AGENT_CAPABILITIES, NETNS_CAPABILITY, describeMissing, effectiveCapabilities, missingCapabilities } from './capabilities.js';
 import { PidLock, agentLockName, uplinkLockName } from './lock.js';
+import { LeaseTable, leaseNoteFile } from './lease.js';
 import { AGENT_NODE_FLAGS, RELEASE_AFTER_OPS, releaseMemory, youngGenerationCapped } from './memory.js';
 import { createMetrics } from './metrics.js';
 import { buildServer } from './server.js';
+import { BgpAnnouncer, type BgpOptions } from './bgp.js';
+import { FlowCensus } from './flows.js';
 import { loadOrCreateToken } from './token.js';
+import { loadServerTls, type TlsFiles } from './tls.js';
+import { EtcdSource } from './etcd-source.js';
+import { EtcdClient } from '../etcd/client.js';
+import { KeyLayout, parseHostId } from '../etcd/layout.js';
 
 export { DEFAULT_LISTEN, DEFAULT_TOKEN_FILE } from './defaults.js';
-const VERSION = '0.1.0';
+const VERSION = buildInfo().version;
 
 export interface AgentOptions {
   uplink: string;
@@ -35,9 +44,12 @@ export interface AgentOptions {
   mtu?: number;
   xdpMode: XdpMode;
   capacity?: number;
+  /** Entries of each flow table of the preserve action. */
+  flowCapacity?: number;
   replace: boolean;
   detachOnExit: boolean;
-  tls?: { certFile: string; keyFile: string };
+  /** HTTPS; with clientCaFile, mTLS (client certificates required). */
+  tls?: TlsFiles;
   logger?: Logger;
   /**
    * Run the data plane side in this network namespace while serving the API
@@ -46,6 +58,21 @@ export interface AgentOptions {
   netns?: string;
   /** How often the delivery paths are checked against the devices (default 1000 ms). */
   pathCheckMs?: number;
+  /** Where the restart note of the leases is kept (lease.ts); default beside the agent's lock under /run/routeshift. */
+  leaseNoteFile?: string;
+  /** Announce apps over BGP through this host's BIRD (--bird-include, --bird-socket, --bird-protocol). */
+  bgp?: BgpOptions;
+  /** Take the entries from etcd (--etcd, --host-id, --etcd-prefix): the API's entry writes are then refused. */
+  etcd?: EtcdSettings;
+}
+
+export interface EtcdSettings {
+  endpoints: readonly string[];
+  hostId: string;
+  /** Default /routeshift/v1/ (src/etcd/layout.ts). */
+  prefix?: string;
+  /** The status key's lease (seconds, default 10). */
+  statusTtlSeconds?: number;
 }
 
 export interface RunningAgent {
@@ -55,6 +82,8 @@ export interface RunningAgent {
   datapath: HostDatapath;
   store: EntryStore;
   server: FastifyInstance;
+  /** The etcd source of the entries (etcd mode only). */
+  etcd?: EtcdSource;
   /** Stop serving; leaves the data plane forwarding unless detach. */
   close(detach?: boolean): Promise<void>;
 }
@@ -113,13 +142,17 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   const log =
     opts.logger ??
     pino({ name: 'routeshift-agent', level: process.env.ROUTESHIFT_LOG_LEVEL ?? 'info' }, destination(2));
-  if (process.getuid?.() !== 0) {
-    throw new Error('the agent loads XDP programs and pins BPF maps: run it as root (CAP_BPF + CAP_NET_ADMIN + CAP_SYS_ADMIN)');
-  }
+  const missing = missingCapabilities(effectiveCapabilities(), opts.netns ? [...AGENT_CAPABILITIES, NETNS_CAPABILITY] : AGENT_CAPABILITIES);
+  if (missing.length) throw new Error(describeMissing(missing));
   const { host, port } = parseListen(opts.listen);
+  // Read before anything is attached: a bad --bird-include stops the start with nothing changed.
+  const bgp = opts.bgp ? BgpAnnouncer.open(opts.bgp, log.child({ component: 'bgp' })) : undefined;
   if (opts.insecure && !isLoopback(host)) {
     throw new Error(`--insecure serves without a token, so it only listens on loopback; ${host} is not`);
   }
+  const tls = opts.tls ? loadServerTls(opts.tls) : undefined;
+  // Checked before anything is attached, like the files above.
+  const etcd = opts.etcd ? { client: new EtcdClient(opts.etcd.endpoints), layout: new KeyLayout(opts.etcd.prefix), hostId: parseHostId(opts.etcd.hostId) } : undefined;
   const pinDir = opts.pinDir ?? defaultPinDir(opts.uplink, opts.netns);
   const lock = PidLock.acquire(agentLockName(pinDir), `uplink ${opts.uplink} (pin dir ${pinDir})`);
   let uplinkLock: PidLock | undefined;
@@ -135,6 +168,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       pinDir,
       xdpMode: opts.xdpMode,
       ...(opts.capacity ? { capacity: opts.capacity } : {}),
+      ...(opts.flowCapacity ? { flowCapacity: opts.flowCapacity } : {}),
       replaceForeign: opts.replace,
     }));
     const addressed = tunnelConfig(opts.tunnelAddrs ?? inHost(() => uplinkAddresses(opts.uplink)), opts.mtu ?? 0);
@@ -158,7 +192,10 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     }
     inHost(() => allowOwnSource(opts.uplink, log));
     const links = new SystemLinks(dp.xdpMode, opts.uplink);
-    const store = new EntryStore(dp, log.child({ component: 'entries' }), links);
+    // Beside the agent's lock: how long leases granted before a restart may still run (lease.ts).
+    const leases = new LeaseTable({ noteFile: opts.leaseNoteFile ?? leaseNoteFile(pinDir) });
+    if (leases.graceMs > 0) log.info({ graceMs: Math.round(leases.graceMs) }, 'leases granted before the restart may still run: only renewals and writes with an owner until then');
+    const store = new EntryStore(dp, log.child({ component: 'entries' }), links, leases);
     const paths = new PathKeeper(dp, store, links, log.child({ component: 'paths' }), opts.pathCheckMs);
     const metrics = createMetrics(dp, store);
     const started = Date.now();
@@ -187,18 +224,33 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       drops: Object.fromEntries(Object.entries(datapath.dropCounts()).map(([k, v]) => [k, v.packets.toString()])),
       version: VERSION,
     });
-    const tls = opts.tls ? { cert: readFileSync(opts.tls.certFile), key: readFileSync(opts.tls.keyFile) } : undefined;
-    const server = buildServer({ store, metrics, status, token: token?.token, logger: log, ...(tls ? { tls } : {}) });
+    const entriesFrom = etcd ? `etcd at ${etcd.client.endpoints.join(',')} (keys ${etcd.layout.host(etcd.hostId)})` : undefined;
+    const server = buildServer({ store, leases, metrics, status, flows: new FlowCensus(dp), token: token?.token, logger: log, ...(tls ? { tls } : {}), ...(bgp ? { bgp } : {}), ...(entriesFrom ? { entriesFrom } : {}) });
     await server.listen({ host, port });
     // The listening socket stays where it was opened; everything after acts in the host.
     if (opts.netns) enterNetns(opts.netns);
     await paths.start();
+    // Never awaited: the data plane and the API do not wait for etcd (etcd-source.ts retries by itself).
+    const source = etcd
+      ? new EtcdSource({
+          ...etcd,
+          store,
+          log: log.child({ component: 'etcd' }),
+          registry: metrics.registry,
+          ...(opts.etcd?.statusTtlSeconds ? { statusTtlSeconds: opts.etcd.statusTtlSeconds } : {}),
+          health: () => {
+            const s = status();
+            return { uplink: s.uplink, mode: s.hook.mode, attached: s.hook.attachedProgramId === s.hook.programId, entries: s.entries, capacity: s.capacity, tunnel: s.tunnel, version: s.version, uptimeSeconds: s.uptimeSeconds };
+          },
+        })
+      : undefined;
+    source?.start();
     // Adopting many pinned entries reads them all (twice, with the path check): hand that memory back.
     if (store.counts.apps + store.counts.deliveries >= RELEASE_AFTER_OPS) releaseMemory();
     const addr = server.server.address();
     const boundPort = typeof addr === 'object' && addr ? addr.port : port;
     const url = `${tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${boundPort}`;
-    log.info({ url, uplink: opts.uplink, pinDir, adopted: dp.adopted, mode: dp.xdpMode, entries: store.counts }, 'agent ready');
+    log.info({ url, uplink: opts.uplink, pinDir, adopted: dp.adopted, mode: dp.xdpMode, entries: store.counts, clientCertificates: tls?.clientCa ? 'required' : 'no' }, 'agent ready');
     if (!youngGenerationCapped()) {
       log.warn({ flags: AGENT_NODE_FLAGS }, 'node runs without the agent\'s flags: after large batches RSS stays ~30 MB higher (start it as `node --max-semi-space-size=2 …`)');
     }
@@ -210,9 +262,11 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       datapath,
       store,
       server,
+      ...(source ? { etcd: source } : {}),
       async close(detach = opts.detachOnExit) {
         if (closed) return;
         closed = true;
+        await source?.stop();
         await paths.stop();
         await server.close();
         if (detach) datapath.detach();
