@@ -16,6 +16,7 @@ APT_PACKAGES=(
   prometheus                                               # the real scraper in tests
   bird2                                                    # BGP speaker of --announce bgp (and its e2e test)
   systemd curl                                             # the unit's systemd-analyze checks; API calls inside test netns
+  openssl                                                  # the TLS tests make their own CA and certificates
   etcd-server                                              # the desired-state store of fleet mode (its tests start one)
 )
 
