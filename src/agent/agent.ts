@@ -230,10 +230,14 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     // The listening socket stays where it was opened; everything after acts in the host.
     if (opts.netns) enterNetns(opts.netns);
     await paths.start();
+    const addr = server.server.address();
+    const boundPort = typeof addr === 'object' && addr ? addr.port : port;
+    const url = `${tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${boundPort}`;
     // Never awaited: the data plane and the API do not wait for etcd (etcd-source.ts retries by itself).
     const source = etcd
       ? new EtcdSource({
           ...etcd,
+          url,
           store,
           log: log.child({ component: 'etcd' }),
           registry: metrics.registry,
@@ -247,9 +251,6 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     source?.start();
     // Adopting many pinned entries reads them all (twice, with the path check): hand that memory back.
     if (store.counts.apps + store.counts.deliveries >= RELEASE_AFTER_OPS) releaseMemory();
-    const addr = server.server.address();
-    const boundPort = typeof addr === 'object' && addr ? addr.port : port;
-    const url = `${tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${boundPort}`;
     log.info({ url, uplink: opts.uplink, pinDir, adopted: dp.adopted, mode: dp.xdpMode, entries: store.counts, clientCertificates: tls?.clientCa ? 'required' : 'no' }, 'agent ready');
     if (!youngGenerationCapped()) {
       log.warn({ flags: AGENT_NODE_FLAGS }, 'node runs without the agent\'s flags: after large batches RSS stays ~30 MB higher (start it as `node --max-semi-space-size=2 …`)');

@@ -19,6 +19,7 @@ import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { EtcdClient, EtcdRequestError, type KeyValue, type WatchBatch, type WatchEnd } from '../etcd/client.js';
 import { DEFAULT_STATUS_TTL_SECONDS, KeyLayout, type EntryKind } from '../etcd/layout.js';
+import type { EntryError, EtcdStatusReport } from '../etcd/status.js';
 import { protoNumber, parseAppBody, parseDeliveryBody, parseName, type AppSpec, type AppView, type BatchOp, type DeliveryView, type EntrySpec, type PageQuery } from '../model/entry.js';
 import { NotFoundError } from '../model/errors.js';
 import { MAX_PAGE } from '../model/entry.js';
@@ -48,31 +49,12 @@ export interface EtcdSourceOptions {
   health: () => Record<string, unknown>;
   /** Reconnect backoff bounds (ms). */
   backoffMs?: { min: number; max: number };
+  /** The agent's API URL, published in the status key so a controller finds the read API from the host id. */
+  url?: string;
 }
 
-/** An entry etcd asks for that this agent does not hold as asked. */
-export interface EntryError {
-  kind: EntryKind | 'key';
-  name: string;
-  /** The etcd revision of the value that failed. */
-  revision: number;
-  error: string;
-}
-
-/** The status key's value (JSON). */
-export interface EtcdStatusReport {
-  host: string;
-  /** ok: connected and every entry applied; degraded: some entries failed; syncing: not caught up with etcd. */
-  state: 'ok' | 'degraded' | 'syncing';
-  /** Every change up to this etcd revision is applied (or listed in errors). */
-  appliedRevision: number;
-  fullSyncs: number;
-  lastFullSync: { reason: 'start' | 'compacted' | 'retry'; revision: number; at: string } | null;
-  errorCount: number;
-  errors: EntryError[];
-  health: Record<string, unknown>;
-  updatedAt: string;
-}
+// The status key's shape is shared with the controller (src/controller/etcd-agent.ts): src/etcd/status.ts.
+export type { EntryError, EtcdStatusReport } from '../etcd/status.js';
 
 type Desired = { kind: EntryKind; name: string; key: string; revision: number } & ({ value: string } | { deleted: true });
 
@@ -179,6 +161,7 @@ export class EtcdSource {
       errorCount: errors.length,
       errors: errors.slice(0, MAX_LISTED_ERRORS),
       health: this.#o.health(),
+      ...(this.#o.url ? { url: this.#o.url } : {}),
       updatedAt: new Date().toISOString(),
     };
   }

@@ -10,11 +10,14 @@ import { accessSync, constants } from 'node:fs';
 import { isIP } from 'node:net';
 import type { Argv } from 'yargs';
 import { type AgentApi, type AgentConnector, HttpAgentClient, normaliseAgentUrl } from '../controller/agent-client.js';
-import { ANNOUNCE_KINDS, type AnnounceSpec } from '../controller/announce.js';
+import { ANNOUNCE_KINDS, NetnsRouteHook, type AnnounceSpec } from '../controller/announce.js';
 import { CredentialsError, credentialsPath, loadCredentials, resolveCredentials, type CredentialsOverrides } from '../controller/credentials.js';
 import { DEFAULT_PRESERVE, DEFAULT_STATE_DIR, DEFAULT_TIMING, type PreserveOptions, type Timing } from '../controller/journal.js';
-import { DRIVER_KINDS, type DriverSpec, type ProbeSpec } from '../workload/index.js';
+import { DRIVER_KINDS, netnsProcessProblem, type DriverSpec, type NetnsProcessProblem, type ProbeSpec } from '../workload/index.js';
 import { UsageError } from './common.js';
+import { EtcdClient } from '../etcd/client.js';
+import { DEFAULT_ETCD_PREFIX, KeyLayout, parseHostId } from '../etcd/layout.js';
+import { DEFAULT_APPLY_TIMEOUT_MS, etcdAgentId, etcdConnector, etcdHostOf } from '../controller/etcd-agent.js';
 
 /** How a command reaches its agents (connectionOptions). */
 export interface ConnectionArgs {
@@ -49,6 +52,9 @@ export interface SharedArgs extends ConnectionArgs {
   'announce-grace-ms': number;
   attempts: number;
   'lease-ttl-ms': number;
+  etcd?: string;
+  'etcd-prefix': string;
+  'etcd-apply-timeout-ms': number;
   'preserve-connections': boolean;
   'max-drain': number;
   'flow-idle-ms': number;
@@ -136,6 +142,15 @@ export function migrationOptions<T>(y: Argv<T>) {
       default: DEFAULT_LEASE_TTL_MS,
       describe: "the agents' lease on each app's name (one owner at a time): renewed every third of it while the run goes on, lapses this long after a controller died",
     })
+    .option('etcd', {
+      type: 'string',
+      describe:
+        'etcd endpoint(s) URL[,URL…] of agents run with --etcd: --from/--to/the drained host are then host ids (HOST, or HOST=URL to give its API URL for reads), ' +
+        'entries are written to etcd (docs/etcd.md); an http(s):// URL still names an HTTP agent',
+    })
+    .option('etcd-prefix', { type: 'string', default: DEFAULT_ETCD_PREFIX, describe: 'the key prefix of the layout in etcd (agents use the same)' })
+    .option('etcd-apply-timeout-ms', { type: 'number', default: DEFAULT_APPLY_TIMEOUT_MS, describe: 'wait this long for an agent to report a write to etcd applied' })
+    .group(['etcd', 'etcd-prefix', 'etcd-apply-timeout-ms'], 'Agents that take their entries from etcd:')
     .group(['driver', 'src-netns', 'dst-netns', 'cmd', 'probe', 'probe-netns', 'exec-start', 'exec-probe', 'exec-stop', 'hook-timeout-ms'], 'Workload driver:')
     .group(['announce', 'announce-netns', 'announce-via', 'announce-dev', 'announce-exec'], 'Announce hook:')
     .option('preserve-connections', {
@@ -188,6 +203,8 @@ function positive(n: number, flag: string, min = 0): number {
   return n;
 }
 
+const NETNS_PROCESS_FLAGS: Readonly<Record<NetnsProcessProblem['option'], string>> = { sourceNetns: '--src-netns', destNetns: '--dst-netns', command: '--cmd' };
+
 export function driverSpec(a: SharedArgs): DriverSpec {
   const probe = parseProbe(a.probe, a['probe-netns']);
   switch (a.driver) {
@@ -196,14 +213,18 @@ export function driverSpec(a: SharedArgs): DriverSpec {
     case 'netns-process': {
       const missing = (['src-netns', 'dst-netns', 'cmd'] as const).filter((k) => !a[k]);
       if (missing.length) throw new UsageError(`--driver netns-process needs ${missing.map((k) => `--${k}`).join(', ')}`);
-      return {
-        kind: 'netns-process',
+      const spec = {
+        kind: 'netns-process' as const,
         sourceNetns: a['src-netns'] as string,
         destNetns: a['dst-netns'] as string,
         command: a.cmd as string,
         stateDir: a['state-dir'],
         ...(probe ? { probe } : {}),
       };
+      // Found now, not when START expands them half-way through a migration: bad input, exit 2.
+      const problem = netnsProcessProblem(spec);
+      if (problem) throw new UsageError(`${NETNS_PROCESS_FLAGS[problem.option]}: ${problem.reason}`);
+      return spec;
     }
     case 'exec': {
       if (!a['exec-start'] && !a['exec-probe'] && !a['exec-stop']) throw new UsageError('--driver exec needs at least one of --exec-start, --exec-probe, --exec-stop');
@@ -227,7 +248,13 @@ export function announceSpec(a: SharedArgs): AnnounceSpec {
       if (!a['announce-netns'] || !a['announce-via']) throw new UsageError('--announce netns-route needs --announce-netns and --announce-via');
       const via = a['announce-via'].split(',').map((s) => s.trim()).filter(Boolean);
       for (const v of via) if (!isIP(v)) throw new UsageError(`--announce-via ${v}: not an IP address`);
-      return { kind: 'netns-route', netns: a['announce-netns'], via, ...(a['announce-dev'] ? { dev: a['announce-dev'] } : {}) };
+      const spec = { kind: 'netns-route' as const, netns: a['announce-netns'], via, ...(a['announce-dev'] ? { dev: a['announce-dev'] } : {}) };
+      try {
+        new NetnsRouteHook(spec.netns, spec.via, spec.dev); // the hook's own checks (namespace and device names), before anything starts
+      } catch (err) {
+        throw new UsageError(`--announce netns-route: ${(err as Error).message}`);
+      }
+      return spec;
     }
     case 'bgp': {
       const extra = (['announce-netns', 'announce-via', 'announce-dev', 'announce-exec'] as const).filter((k) => a[k] !== undefined);
@@ -304,5 +331,55 @@ function asUsage<T>(fn: () => T): T {
   } catch (err) {
     if (err instanceof CredentialsError) throw new UsageError(err.message);
     throw err;
+  }
+}
+
+/**
+ * The agents of migrate/drain: over HTTP, or with --etcd agents that take
+ * their entries from etcd, named by host id (`HOST` or `HOST=URL`, the URL
+ * of its read API when its status key's is not the one to use).
+ */
+export interface MigrationAgents {
+  connect: AgentConnector;
+  /** A user-given agent (`--from`, `--to`, the drained host) as the id the controller uses. */
+  ref(raw: string, flag: string): string;
+}
+
+export function migrationAgents(a: SharedArgs): MigrationAgents {
+  const readers = httpConnector(a);
+  if (a.etcd === undefined) {
+    // A journal of a migration through etcd names its hosts etcd:<host>: resuming it needs --etcd again.
+    const connect: AgentConnector = (url) => {
+      if (etcdHostOf(url) !== undefined) throw new UsageError(`${url} is a host whose agent takes its entries from etcd: give --etcd URL[,URL…]`);
+      return readers(url);
+    };
+    return { connect, ref: parseUrl };
+  }
+  const etcd = asUsageError('--etcd', () => new EtcdClient(a.etcd as string));
+  const layout = asUsageError('--etcd-prefix', () => new KeyLayout(a['etcd-prefix']));
+  const urls = new Map<string, string>();
+  const applyTimeoutMs = positive(a['etcd-apply-timeout-ms'], 'etcd-apply-timeout-ms', 1);
+  return {
+    connect: etcdConnector({ etcd, layout, readers, urls, applyTimeoutMs }),
+    ref(raw, flag) {
+      if (/^https?:\/\//i.test(raw)) return parseUrl(raw, flag);
+      const eq = raw.indexOf('=');
+      const host = asUsageError(flag, () => parseHostId(eq < 0 ? raw : raw.slice(0, eq)));
+      if (eq >= 0) {
+        const url = parseUrl(raw.slice(eq + 1), flag);
+        const had = urls.get(host);
+        if (had !== undefined && had !== url) throw new UsageError(`${flag}: host ${host} was given two URLs (${had}, ${url})`);
+        urls.set(host, url);
+      }
+      return etcdAgentId(host);
+    },
+  };
+}
+
+function asUsageError<T>(flag: string, fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    throw new UsageError(`${flag}: ${(err as Error).message}`);
   }
 }

@@ -288,6 +288,12 @@ export class EtcdClient {
     return num(((r.result as Json | undefined) ?? r).TTL);
   }
 
+  /** A lease's remaining TTL in seconds, without renewing it (-1 or 0: expired or unknown). */
+  async leaseTimeToLive(id: string): Promise<number> {
+    const r = await this.#call('/v3/lease/timetolive', { ID: id }, `lease timetolive ${id}`);
+    return num(r.TTL);
+  }
+
   async leaseRevoke(id: string): Promise<void> {
     try {
       await this.#call('/v3/lease/revoke', { ID: id }, `lease revoke ${id}`);

@@ -6,6 +6,7 @@
  *   <prefix>hosts/<host>/apps/<name>         app entry spec (AppBody JSON)
  *   <prefix>hosts/<host>/deliveries/<name>   delivery entry spec (DeliveryBody JSON)
  *   <prefix>hosts/<host>/status              the agent's report, under its lease
+ *   <prefix>leases/<name>                    the owner of an app's name (a migration), under an etcd lease
  *
  * A host's agent watches `<prefix>hosts/<host>/` (one prefix watch per agent).
  */
@@ -56,6 +57,16 @@ export class KeyLayout {
 
   status(host: string): string {
     return `${this.host(host)}status`;
+  }
+
+  /** Every app name's owner record (src/controller/etcd-agent.ts). */
+  leases(): string {
+    return `${this.prefix}leases/`;
+  }
+
+  /** The owner record of one app name: a migration's claim on it, under an etcd lease. */
+  lease(name: string): string {
+    return `${this.leases()}${parseName(name)}`;
   }
 
   /** What a key under `host(host)` is; `other` for keys this version does not know (left alone). */

@@ -10,7 +10,7 @@ import { UsageError } from '../common.js';
 import { exitCodeOfOutcome } from '../exit.js';
 import { controllerMetricsBody, printJson } from '../json.js';
 import { reportMigrations } from '../report.js';
-import { announceSpec, driverSpec, httpConnector, migrationOptions, parseUrl, preserveSpec, leaseTtl, timing, type SharedArgs } from '../options.js';
+import { announceSpec, driverSpec, migrationAgents, migrationOptions, preserveSpec, leaseTtl, timing, type SharedArgs } from '../options.js';
 import { ProgressPrinter, fmtMs } from '../progress.js';
 
 interface DrainArgs extends SharedArgs {
@@ -27,7 +27,7 @@ export const drainCommand: CommandModule<object, DrainArgs> = {
   builder: (y: Argv<object>) =>
     migrationOptions(
       y
-        .positional('source', { type: 'string', demandOption: true, describe: 'agent URL of the host to empty' })
+        .positional('source', { type: 'string', demandOption: true, describe: 'agent URL of the host to empty; with --etcd its host id (HOST or HOST=URL)' })
         .option('to', { type: 'string', demandOption: true, describe: 'destination agent URL(s), comma-separated; apps are spread round-robin' })
         .option('dest-dev', {
           type: 'string',
@@ -40,13 +40,14 @@ export const drainCommand: CommandModule<object, DrainArgs> = {
       'Exit codes: 0 every app moved, 1 failed and rolled back (some or all apps stayed), 2 bad usage, 3 some app needs attention (see `migrate NAME --resume`).',
     ) as unknown as Argv<DrainArgs>,
   handler: async (args: ArgumentsCamelCase<DrainArgs>) => {
-    const source = parseUrl(args.source, 'source');
-    const destinations = args.to.split(',').map((s) => s.trim()).filter(Boolean).map((u) => parseUrl(u, '--to'));
+    const agents = migrationAgents(args);
+    const source = agents.ref(args.source, 'source');
+    const destinations = args.to.split(',').map((s) => s.trim()).filter(Boolean).map((u) => agents.ref(u, '--to'));
     if (!destinations.length) throw new UsageError('--to needs at least one agent URL');
     if (new Set(destinations).size !== destinations.length) throw new UsageError('--to names an agent twice');
     if (destinations.includes(source)) throw new UsageError(`--to includes the host being drained (${source})`);
     if (!Number.isInteger(args.concurrency) || args.concurrency < 1) throw new UsageError('--concurrency must be a whole number ≥ 1');
-    const connect = httpConnector(args);
+    const connect = agents.connect;
 
     if (args['dry-run']) {
       const plan = await planDrain(connect(source), destinations.map(connect), args['dest-dev']);

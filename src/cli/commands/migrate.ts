@@ -14,7 +14,7 @@ import { ExitCode, exitCodeOfOutcome } from '../exit.js';
 import { controllerMetricsBody, printJson } from '../json.js';
 import { migrationPlanText, planMigration } from '../migrate-plan.js';
 import { reportMigrations } from '../report.js';
-import { announceSpec, driverSpec, httpConnector, migrationOptions, parseUrl, preserveSpec, leaseTtl, timing, type SharedArgs } from '../options.js';
+import { announceSpec, driverSpec, migrationAgents, migrationOptions, preserveSpec, leaseTtl, timing, type SharedArgs } from '../options.js';
 import { ProgressPrinter, fmtMs } from '../progress.js';
 
 interface MigrateArgs extends SharedArgs {
@@ -34,8 +34,8 @@ export const migrateCommand: CommandModule<object, MigrateArgs> = {
     migrationOptions(
       y
         .positional('name', { type: 'string', demandOption: true, describe: 'the app\'s name on the source agent' })
-        .option('from', { type: 'string', describe: 'source agent URL (where the app is LOCAL now)' })
-        .option('to', { type: 'string', describe: 'destination agent URL' })
+        .option('from', { type: 'string', describe: 'source agent URL (where the app is LOCAL now); with --etcd its host id (HOST or HOST=URL)' })
+        .option('to', { type: 'string', describe: 'destination agent URL; with --etcd its host id (HOST or HOST=URL)' })
         .option('dest-dev', { type: 'string', describe: 'the app\'s interface on the destination host (e.g. its veth)' })
         .option('dest-mac', { type: 'string', describe: 'the app\'s MAC on the destination (default: the agent looks it up)' })
         .option('dry-run', { type: 'boolean', default: false, describe: 'print the plan (agents, entry, steps) read from the agents, and change nothing' })
@@ -53,7 +53,8 @@ export const migrateCommand: CommandModule<object, MigrateArgs> = {
   handler: async (args: ArgumentsCamelCase<MigrateArgs>) => {
     const name = checkName(args.name);
     if (args['dry-run'] && args.resume) throw new UsageError('--dry-run plans a new migration; --resume continues one: give one of them');
-    const connect = httpConnector(args);
+    const agents = migrationAgents(args);
+    const connect = agents.connect;
     const metrics = new ControllerMetrics();
     const printer = args.json ? undefined : new ProgressPrinter(process.stdout, 1);
     let result: MigrationResult | ResumeResult;
@@ -65,8 +66,8 @@ export const migrateCommand: CommandModule<object, MigrateArgs> = {
       if (missing.length) throw new UsageError(`migrate needs ${missing.map((k) => `--${k}`).join(', ')} (or --resume)`);
       const opts = {
         app: name,
-        from: parseUrl(args.from as string, '--from'),
-        to: parseUrl(args.to as string, '--to'),
+        from: agents.ref(args.from as string, '--from'),
+        to: agents.ref(args.to as string, '--to'),
         destDev: args['dest-dev'] as string,
         ...(args['dest-mac'] ? { destMac: args['dest-mac'] } : {}),
         driver: driverSpec(args),
