@@ -12,7 +12,10 @@
  * - a file not written by routeshift is refused at start;
  * - through a real agent: the HTTP routes validate their input (400 naming
  *   the field), and an agent started without --bird-include answers 409
- *   saying how to start it.
+ *   saying how to start it;
+ * - `routeshift app add --announce` with BIRD absent: exit 1, the reason,
+ *   and the entry rolled back (deleted when it created it, put back when
+ *   it replaced one).
  *
  * Skips (with the reason) only when bird2 is not installed.
  */
@@ -27,6 +30,7 @@ import { BirdSpeaker, birdBinary } from '../src/testbed/bird.js';
 import { Netns, uniquePrefix } from '../src/testbed/netns.js';
 import { announceSpec, type SharedArgs } from '../src/cli/options.js';
 import { Bed } from './lib/e2e.js';
+import { runCli } from './lib/cli.js';
 
 const log = pino({ level: 'silent' });
 
@@ -144,7 +148,7 @@ async function main(): Promise<void> {
     let birdArgs = true;
     const bed = await Bed.create(t, {
       tag: 'rsabh',
-      apps: [],
+      apps: [{ name: 'x', host: 'A', addr4: '10.200.0.10' }],
       hosts: ['A'],
       hostAgentArgs: () => (birdArgs ? ['--bird-include', join(dir, 'agent.conf'), '--bird-socket', join(dir, 'absent.ctl')] : []),
     });
@@ -166,6 +170,25 @@ async function main(): Promise<void> {
       bird: { socket: join(dir, 'absent.ctl'), include: join(dir, 'agent.conf'), protocols: { v4: 'routeshift4', v6: 'routeshift6' } },
     }, 'nothing announced');
     t.equal((await agent().request('DELETE', '/v1/announcements/web')).status, 404, 'withdrawing what is not announced: 404 (BIRD is not asked)');
+
+    // `app add --announce` with BIRD absent: all or nothing — the entry is rolled back.
+    const x = bed.topo.app('x', 'A');
+    const addX = (...extra: string[]) =>
+      runCli(['app', 'add', 'x', '--agent', bed.url('A'), '--addr', x.addr4, '--dev', x.hostDev, '--token-file', bed.tokenFile, ...extra]);
+    const created = await addX('--announce', '--mac', '02:00:00:00:ab:01');
+    t.equal(created.code, 1, `app add --announce, BIRD absent: exit 1 (${created.stderr.trim()})`);
+    t.match(created.stderr, new RegExp(`announcing x failed: .*BIRD control socket ${join(dir, 'absent.ctl')} does not exist.*; the entry this command created was removed again \\(nothing changed\\)`), '…saying why, and that the entry it created is gone');
+    t.equal(await bed.client('A').getApp('x'), undefined, 'no entry for x is left on the agent');
+    const plain = await addX('--mac', '02:00:00:00:ab:01');
+    t.equal(plain.code, 0, `app add without --announce writes the entry: ${plain.stderr.trim()}`);
+    const before = await bed.client('A').getApp('x');
+    const replaced = await addX('--announce', '--mac', '02:00:00:00:ab:02', '--forward', '10.9.9.9');
+    t.equal(replaced.code, 1, 'app add --announce over an existing entry, BIRD absent: exit 1');
+    t.match(replaced.stderr, /its entry was put back as it was before \(nothing changed\)/, '…saying the entry was put back');
+    const after = await bed.client('A').getApp('x');
+    t.match(after, { address: before?.address, dev: before?.dev, mac: '02:00:00:00:ab:01', macSource: 'given', action: { type: 'local' } }, 'the entry is as it was: LOCAL, its MAC');
+    t.match((await agent().request('GET', '/v1/announcements')).json, { announcements: [] }, 'still nothing announced');
+    t.equal((await bed.client('A').deleteApp('x')), true, 'x removed again (the next check starts clean)');
 
     await agent().stop();
     birdArgs = false;

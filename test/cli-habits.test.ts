@@ -2,12 +2,13 @@
  * The CLI's habits, as an operator meets them: `--version` from
  * package.json, `routeshift completion` (the bash script driven by a real
  * bash, the zsh script's shape), unknown flags named as such with a
- * suggestion (before any "missing required argument"), and, with --json,
- * bad usage as an Error document with exit 2.
+ * suggestion (before any "missing required argument"), with --json,
+ * bad usage as an Error document with exit 2, and bad --announce/--driver
+ * values (names, templates) refused as bad usage before anything runs.
  */
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { checkDocument } from '../src/cli/json.js';
@@ -107,4 +108,35 @@ t.test('with --json, bad usage is an Error document (exit 2) and stderr keeps th
   const badAddr = cli(['app', 'add', 'x', '--agent', 'http://127.0.0.1:1', '--addr', 'nonsense', '--dev', 'v0', '--json', '--token-file', join(tmp, 'token')]);
   t.equal(badAddr.code, 2);
   t.match(JSON.parse(badAddr.stdout), { kind: 'Error', code: 'bad-usage', exitCode: 2, message: /--addr "nonsense": expected IP/ });
+});
+
+t.test('bad --announce / --driver values are bad usage (exit 2), refused before a journal is written', async (t) => {
+  const stateDir = join(tmp, 'state');
+  const token = join(tmp, 'token-600');
+  writeFileSync(token, 'tok\n', { mode: 0o600 });
+  // Agents that do not exist: a value checked only once the migration ran would end in exit 1 (rolled back).
+  const migrate = (...extra: string[]) =>
+    cli(['migrate', 'x', '--from', 'http://127.0.0.1:1', '--to', 'http://127.0.0.1:2', '--dest-dev', 'v0', '--state-dir', stateDir, '--token-file', token, ...extra]);
+  const cases: [string[], RegExp][] = [
+    [['--announce', 'bogus'], /Argument: announce, Given: "bogus"/],
+    [['--driver', 'bogus'], /Argument: driver, Given: "bogus"/],
+    [['--announce', 'netns-route', '--announce-netns', 'bad name!', '--announce-via', '10.0.0.1'], /--announce netns-route: invalid network namespace name "bad name!"/],
+    [['--announce', 'netns-route', '--announce-netns', 'fab', '--announce-via', '10.0.0.1', '--announce-dev', 'a-device-name-too-long'], /invalid device name "a-device-name-too-long"/],
+    [['--driver', 'netns-process', '--src-netns', 'bad/ns', '--dst-netns', 'b', '--cmd', 'sleep 1'], /--src-netns: "bad\/ns" does not make a network namespace name/],
+    [['--driver', 'netns-process', '--src-netns', 'a', '--dst-netns', 'b-{bogus}', '--cmd', 'sleep 1'], /--dst-netns: unknown placeholder \{bogus\}/],
+    [['--driver', 'netns-process', '--src-netns', 'a', '--dst-netns', 'b', '--cmd', 'app --port {prot}'], /--cmd: unknown placeholder \{prot\} .*known: \{app\}/],
+  ];
+  for (const [extra, message] of cases) {
+    const r = migrate(...extra);
+    t.equal(r.code, 2, `${extra.join(' ')}: exit 2 (${r.stderr.split('\n')[0]})`);
+    t.match(r.stderr, message, '…naming the option and what is wrong');
+  }
+  const drain = cli(['drain', 'http://127.0.0.1:1', '--to', 'http://127.0.0.1:2', '--state-dir', stateDir, '--token-file', token,
+    '--driver', 'netns-process', '--src-netns', 'a-{app}', '--dst-netns', 'b-{ap}', '--cmd', 'sleep 1']);
+  t.equal(drain.code, 2, `drain takes the same checks: ${drain.stderr.split('\n')[0]}`);
+  t.match(drain.stderr, /--dst-netns: unknown placeholder \{ap\}/);
+  t.notOk(existsSync(join(stateDir, 'journal')), 'none of them wrote a journal');
+  const good = migrate('--driver', 'netns-process', '--src-netns', 'a-{app}', '--dst-netns', 'b-{app}-{index}', '--cmd', 'app {address} {port}');
+  t.equal(good.code, 1, `valid templates pass the checks; the absent agents then fail the run: exit 1 (${good.stderr.trim().split('\n').pop()})`);
+  t.equal(readdirSync(join(stateDir, 'journal')).length, 1, '…which journaled its run');
 });

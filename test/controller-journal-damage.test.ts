@@ -367,6 +367,7 @@ t.test('a journal cut at a line boundary behind what happened (no checksum can t
   t.same([...env.driver.running].sort(), ['destination', 'source'], 'nothing was stopped');
   t.ok(env.b.deliveries.has('x'), 'the delivery entry is still there');
   t.equal(readFileSync(path, 'utf8'), L.slice(0, readyDone + 1).join('\n') + '\n', 'nothing was journaled');
+  t.same([env.a, env.b].flatMap((a) => a.calls.filter((c) => c.method === 'takeLeases' || c.method === 'releaseLeases')), [], 'no lease was taken (the guard reads; leases come after it)');
 });
 
 t.test('the writer refuses a record reading back would refuse, without using up its seq', async (t) => {

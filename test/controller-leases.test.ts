@@ -4,8 +4,8 @@
  * one app, one refused before it changed anything; a run whose lease is
  * taken away stops and its undo is refused by the new owner; `--resume`
  * holds the journal's leases as its own; a rollback undoes only what its
- * run wrote (the generations); a drain leases all its apps in one request
- * per agent.
+ * run wrote (the generations), and so do ANNOUNCE's removals; a drain
+ * leases all its apps in one request per agent.
  */
 import t from 'tap';
 import { exitCodeOfError } from '../src/cli/exit.js';
@@ -17,6 +17,7 @@ import { resume } from '../src/controller/resume.js';
 import { FAST, FakeAnnounce, FakeDriver, agents, stateDir } from './controller-doubles.js';
 import { MemoryAgent, failOn } from './lib/memory-agent.js';
 import type { App } from '../src/controller/agent-client.js';
+import type { Announcement } from '../src/controller/announce.js';
 import type { Timing } from '../src/controller/journal.js';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -188,4 +189,36 @@ t.test('a drain leases all its apps in one request per agent', async (t) => {
     const batches = agent.calls.filter((c) => c.method === 'batch');
     t.ok(batches.length > 0, `${agent.url}: batched writes`);
   }
+});
+
+t.test("ANNOUNCE removes only the entries as its run left them: one rewritten since is someone else's and stays", async (t) => {
+  const env = agents();
+  const dir = stateDir(t);
+  // While the network learns the new place, others write: x's source entry on A is made LOCAL again, y's delivery on B is moved.
+  class Interfering extends FakeAnnounce {
+    private done = false;
+    override async announceAll(l: readonly Announcement[]): Promise<void> {
+      await super.announceAll(l);
+      if (this.done) return;
+      this.done = true;
+      const x = env.a.apps.get('x') as App;
+      env.a.apps.set('x', { ...x, action: { type: 'local' }, generation: x.generation + 7 });
+      const y = env.b.deliveries.get('y');
+      if (y) env.b.deliveries.set('y', { ...y, dev: 'other', generation: y.generation + 7 });
+    }
+  }
+  const r = await drain({
+    source: env.a.url, destinations: [env.b.url], destDev: '{dev}', driver: { kind: 'none' }, announce: { kind: 'exec', script: '/bin/true' }, timing: FAST,
+    stateDir: dir, concurrency: 4, connect: env.connect, createDriver: () => new FakeDriver(), createAnnounceHook: () => new Interfering(),
+  });
+  t.equal(r.outcome, 'done', 'the drain completes');
+  const notes = r.apps.flatMap((a) => a.notes);
+  t.same(env.a.apps.get('x')?.action, { type: 'local' }, "x's rewritten source entry is left as it is");
+  t.ok(notes.some((n) => /the source entry of x on http:\/\/a:7000 was written by someone else after this migration wrote it .*left as it is/.test(n)), '…and noted');
+  t.notOk(env.a.apps.has('y'), "y's source entry, as the drain left it, is removed");
+  t.equal(env.b.deliveries.get('y')?.dev, 'other', "y's moved delivery on B is left as it is");
+  t.ok(notes.some((n) => /the delivery of y on http:\/\/b:7000 was written by someone else .*left as it is/.test(n)), '…and noted');
+  t.notOk(env.b.deliveries.has('x'), "x's delivery, as DELIVER wrote it, is removed");
+  const deletes = env.a.calls.filter((c) => c.method === 'batch' || c.method === 'deleteApp');
+  t.ok(deletes.length > 0, `the source saw its removals (${deletes.map((c) => c.method).join(', ')})`);
 });

@@ -214,3 +214,31 @@ t.test('resume without a journal is a clear error', async (t) => {
   const dir = stateDir(t);
   await t.rejects(resume({ stateDir: dir, app: 'x', connect: () => new MemoryAgent('http://z', {}) }), /no journal of a migration of x/);
 });
+
+t.test('a resumed DRAIN_FLOWS keeps the deadline journaled when the phase started: past it, it forwards at once', async (t) => {
+  const env = { ...agents(), driver: new FakeDriver() };
+  env.a.flowCounts.set('x', [5]); // old flows that never close
+  const preserve: PreserveOptions = { ...PRESERVE_RUN, maxDrainMs: 600, pollMs: 10 };
+  // killed at its first flow count, before the source answered it
+  const { dir, path } = await start(t, env, freezeAgent(env.a, 'flows', false), env.b, preserve);
+  await waitFor(() => readJournal(path).some((r) => r.type === 'enter' && r.state === 'DRAIN_FLOWS'), 'enter DRAIN_FLOWS');
+  const entered = readJournal(path).find((r) => r.type === 'enter' && r.state === 'DRAIN_FLOWS') as Stored & { deadline?: string };
+  t.type(entered.deadline, 'string', `the phase journaled its deadline (${entered.deadline})`);
+  const deadline = Date.parse(entered.deadline ?? '');
+  const at = Date.parse(entered.at);
+  t.ok(deadline >= at + 600 - 50 && deadline <= at + 600 + 1000, 'its start plus --max-drain');
+  // The controller stays dead past the deadline.
+  await waitFor(() => Date.now() > deadline + 20, 'the deadline to pass');
+  rmSync(lockPath(dir, 'x'), { force: true });
+  const driver = new FakeDriver();
+  driver.running = new Set(env.driver.running);
+  const r = await resume({ stateDir: dir, app: 'x', connect: (u) => (u === env.a.url ? env.a : env.b), createDriver: () => driver, createAnnounceHook: () => new FakeAnnounce() });
+  t.equal(r.outcome, 'done', r.error ?? '');
+  const polls = env.a.calls.filter((c) => c.method === 'flows').length;
+  t.ok(polls <= 1, `the resumed phase read the flows ${polls} time(s), not for another --max-drain (it polls every 10 ms)`);
+  t.ok(r.notes.some((n) => /--max-drain 600 ms reached: 5 old flows of x cut/.test(n)), 'the flows still open are counted as cut');
+  const reentered = readJournal(path).filter((rec) => rec.type === 'enter' && rec.state === 'DRAIN_FLOWS') as (Stored & { deadline?: string })[];
+  t.equal(reentered.length, 2, 'entered again by the resume…');
+  t.equal(reentered[1]?.deadline, entered.deadline, '…with the same deadline');
+  t.notOk(env.a.apps.has('x'), 'rolled forward: the source entry is gone');
+});

@@ -4,3 +4,8 @@
 export class UsageError extends Error {
   override readonly name = 'UsageError';
 }
+
+/** A failed `app add --announce` whose entry could not be rolled back: the entry is as the command wrote it (exit 3). */
+export class EntryRollbackError extends Error {
+  override readonly name = 'EntryRollbackError';
+}

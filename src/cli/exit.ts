@@ -14,7 +14,7 @@ import { DamagedJournalError } from '../controller/journal-files.js';
 import { ResumeRefusedError } from '../controller/refusal.js';
 import { ResumeUndecidedError } from '../controller/resume.js';
 import { FieldError } from '../model/errors.js';
-import { UsageError } from './common.js';
+import { EntryRollbackError, UsageError } from './common.js';
 
 export const ExitCode = {
   Ok: 0,
@@ -57,6 +57,8 @@ const ERRORS: readonly ErrorRow[] = [
   // `--resume` will not act on a damaged journal (nor fall back to an older one): nothing changed, an operator must look
   row(ResumeRefusedError, ExitCode.NeedsAttention),
   row(DamagedJournalError, ExitCode.NeedsAttention),
+  // `app add --announce` could neither announce nor take its entry back: the entry is left as written
+  row(EntryRollbackError, ExitCode.NeedsAttention),
 ];
 
 export function exitCodeOfError(err: unknown): ExitCode {

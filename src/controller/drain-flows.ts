@@ -10,9 +10,11 @@
  * on, and STOP stops the source copy. Flows still alive at the deadline
  * are counted as cut (journaled with the step's `done`).
  *
- * Without --preserve-connections the phase does nothing. Run again after
- * a crash (resume), it waits again, at most --max-drain, for the apps whose
- * entry still preserves; entries already FORWARD are left as they are.
+ * Without --preserve-connections the phase does nothing. Its deadline
+ * (start + --max-drain) is journaled with its `enter`: run again after a
+ * crash (resume) or retried, it waits only until that deadline — at once
+ * FORWARD when it has passed — for the apps whose entry still preserves;
+ * entries already FORWARD are left as they are.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { AgentApi, App, FlowsView } from './agent-client.js';
@@ -105,7 +107,8 @@ export async function drainFlows(g: StepGroup): Promise<Facts[] | void> {
   const p = first?.preserve;
   if (!first || !p) return; // not preserving: SWITCH already made the entries FORWARD
   const t0 = Date.now();
-  const deadline = t0 + p.maxDrainMs;
+  // The phase's journaled deadline (a resumed or retried phase waits only for what is left of it).
+  const deadline = Math.min(...g.apps.map((ctx) => ctx.drainDeadline ?? t0 + p.maxDrainMs));
   const preserving = new Set(await stillPreserving(g.apps));
   const atStart = new Map<StepContext, number>();
   const left = new Map<StepContext, number>();

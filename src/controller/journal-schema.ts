@@ -219,7 +219,7 @@ export const RECORD_FIELDS: RecordTable = {
     preserve: opt(object(preserveFields)),
   },
   plan: { app: req(appName), from: req(agentUrl), to: req(agentUrl), toIndex: req(int(0)), destDev: req(text), destMac: opt(text) },
-  enter: { app: req(appName), state: req(step), attempt: opt(int(1)) },
+  enter: { app: req(appName), state: req(step), attempt: opt(int(1)), deadline: opt(isoTime) },
   done: { app: req(appName), state: req(step), ms: req(num(0)), facts: opt(object(factsFields)) },
   rollback: { app: req(appName), from: req(step), error: req(anyString) },
   undo: { app: req(appName), state: req(step) },

@@ -118,8 +118,12 @@ export interface Facts {
 }
 
 export type StepRecord =
-  /** About to apply `state` (written before anything is done). */
-  | { type: 'enter'; app: string; state: Step; attempt?: number }
+  /**
+   * About to apply `state` (written before anything is done). DRAIN_FLOWS with
+   * --preserve-connections carries its `deadline` (ISO time: its first start
+   * plus --max-drain), which a retry or a resume keeps.
+   */
+  | { type: 'enter'; app: string; state: Step; attempt?: number; deadline?: string }
   /** `state` was applied. */
   | { type: 'done'; app: string; state: Step; ms: number; facts?: Facts }
   /** Rolling back from `from` because of `error`. */

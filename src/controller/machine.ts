@@ -273,7 +273,11 @@ export class Migration {
 
   /** Journal and report entering a step (a group does it for all its apps before a step it runs for all at once). */
   async enter(step: Step, attempt = 1): Promise<void> {
-    await this.journal.append({ type: 'enter', app: this.app, state: step, ...(attempt > 1 ? { attempt } : {}) });
+    // DRAIN_FLOWS' wait ends at one deadline, set when the phase first starts and journaled: a retry or a resume keeps it.
+    const p = this.ctx.preserve;
+    if (step === 'DRAIN_FLOWS' && p) this.ctx.drainDeadline ??= Date.now() + p.maxDrainMs;
+    const deadline = step === 'DRAIN_FLOWS' && this.ctx.drainDeadline !== undefined ? { deadline: new Date(this.ctx.drainDeadline).toISOString() } : {};
+    await this.journal.append({ type: 'enter', app: this.app, state: step, ...(attempt > 1 ? { attempt } : {}), ...deadline });
     if (!this.entered.includes(step)) this.entered.push(step);
     this.state = step;
     this.observe({ type: 'enter', app: this.app, state: step, attempt });

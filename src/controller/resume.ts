@@ -157,6 +157,8 @@ export async function resume(opts: ResumeOptions): Promise<ResumeResult> {
       opts.metrics,
       restoreState(records, opts.app),
     );
+    const drainDeadline = journaledDrainDeadline(records, opts.app);
+    if (drainDeadline !== undefined) m.ctx.drainDeadline = drainDeadline; // DRAIN_FLOWS waits only for what is left of it
     if (file.decoded.torn) {
       m.ctx.note(`journal ${file.path} line ${file.decoded.torn.line} was torn (the controller stopped while writing it; it was never acted on): cut off`);
     }
@@ -164,7 +166,8 @@ export async function resume(opts: ResumeOptions): Promise<ResumeResult> {
       m.ctx.note(`journal ${file.path} is in the previous format (no checksums): its records were checked against the schema, edits cannot be detected`);
     }
     // The journal's id owns the app's leases: held by us before, ours again now (refused if another run holds
-    // them). Taken before the first change (after the read that decides, when there is one).
+    // them). Taken before the first change, after the reads that decide or guard it (reads need no lease): a
+    // resume refused by a guard has taken nothing.
     const takeLeases = async (): Promise<void> => {
       leases = RunLeases.of(open.journal, [plan], opts.connect, opts.leaseTtlMs ?? DEFAULT_LEASE_TTL_MS, (msg) => m.ctx.note(msg));
       try {
@@ -179,7 +182,7 @@ export async function resume(opts: ResumeOptions): Promise<ResumeResult> {
       }
       m.ctx.leases = leases;
     };
-    if (decision.kind !== 'nothing' && decision.kind !== 'check-switch') await takeLeases();
+    if (decision.kind === 'roll-forward' || decision.kind === 'finish') await takeLeases();
     const facts = m.ctx.facts;
     let observed: string | undefined;
     switch (decision.kind) {
@@ -189,6 +192,7 @@ export async function resume(opts: ResumeOptions): Promise<ResumeResult> {
       case 'roll-back': {
         const restored = restoreState(records, opts.app);
         if (!restored.entered.includes(COMMITTING_STEP) && facts.original) observed = await sourceStillLocal(m, opts.app, plan);
+        await takeLeases();
         await m.rollBack(decision.from ?? (STEPS[0] as Step), `${decision.error} (resumed: rolled back)`);
         break;
       }
@@ -252,6 +256,12 @@ async function sourceStillLocal(m: Migration, app: string, plan: PlanRecord): Pr
     );
   }
   return seen.observed;
+}
+
+/** The deadline DRAIN_FLOWS journaled when it first started for this app (epoch ms), if it did. */
+function journaledDrainDeadline(records: readonly Stored[], app: string): number | undefined {
+  const enter = records.find((r) => r.type === 'enter' && r.app === app && r.state === 'DRAIN_FLOWS' && r.deadline !== undefined);
+  return enter?.type === 'enter' && enter.deadline !== undefined ? Date.parse(enter.deadline) : undefined;
 }
 
 function stripStored(p: Stored<PlanRecord>): PlanRecord {

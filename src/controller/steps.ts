@@ -43,6 +43,8 @@ export interface StepContext {
   leases?: RunLeases;
   /** --preserve-connections: SWITCH sets PRESERVE, DRAIN_FLOWS waits for the old flows (drain-flows.ts). */
   preserve?: PreserveOptions;
+  /** DRAIN_FLOWS: when its wait ends (epoch ms), set when the phase first starts and journaled with its `enter`; restored on resume. */
+  drainDeadline?: number;
   /** DRAIN_FLOWS: the source's count of old flows still alive changed. */
   progress?(activeFlows: number, elapsedMs: number): void;
 }
@@ -399,6 +401,7 @@ export async function stopOnSource(ctx: StepContext): Promise<void> {
  *     forwarded by it), the source entries are removed — the source is empty;
  *  d. after another short grace (tunnelled packets still in flight from the
  *     source), the destinations' delivery entries are removed.
+ * (c) and (d) remove only the entries as this run left them (removeOwn).
  * With no hook that moves traffic (`none`), the network still sends the
  * apps' packets to the source: (c) and (d) are skipped and the source keeps
  * forwarding.
@@ -420,7 +423,54 @@ export async function announce(g: StepGroup): Promise<void> {
     await hook.withdrawAll(g.apps.map(announcement));
     await sleep(timing.announceGraceMs);
   }
-  await write(g, (ctx) => ctx.source, (ctx) => ({ op: 'delete-app', name: ctx.plan.app }));
+  await removeOwn(g, 'source');
   await sleep(Math.min(timing.announceGraceMs, 200));
-  await write(g, (ctx) => ctx.dest, (ctx) => ({ op: 'delete-delivery', name: ctx.plan.app }));
+  await removeOwn(g, 'delivery');
+}
+
+/**
+ * ANNOUNCE's removals, like the undos: only the entry this run wrote last
+ * (its generation — SWITCH's or DRAIN_FLOWS' on the source, DELIVER's on the
+ * destination). One written since is someone else's: left as it is, noted.
+ * A batch refused for one app's entry (412) fails the step, and the per-app
+ * retry sorts it out app by app.
+ */
+async function removeOwn(g: StepGroup, which: 'source' | 'delivery'): Promise<void> {
+  const at = (ctx: StepContext): AgentApi => (which === 'source' ? ctx.source : ctx.dest);
+  const op = (ctx: StepContext): Op => {
+    const mine = which === 'source' ? ctx.facts.generations?.switched : ctx.facts.generations?.delivery;
+    return { op: which === 'source' ? 'delete-app' : 'delete-delivery', name: ctx.plan.app, ...(mine ? { ifGeneration: mine } : {}) };
+  };
+  if (g.batched) {
+    await write(g, at, op);
+    return;
+  }
+  for (const ctx of g.apps) {
+    try {
+      await applyOne(at(ctx), op(ctx), ctx.journalId);
+    } catch (err) {
+      if (!moved(err)) throw err;
+      // A write of this run whose generation never reached the journal (DRAIN_FLOWS' FORWARD, the controller
+      // stopped before its `done`) leaves the entry as this run makes it: removed at the generation it has now.
+      const now = await currentIfOurs(ctx, which);
+      if (now !== undefined) {
+        await applyOne(at(ctx), { ...op(ctx), ifGeneration: now }, ctx.journalId);
+        continue;
+      }
+      const what = which === 'source' ? `the source entry of ${ctx.plan.app} on ${ctx.plan.from}` : `the delivery of ${ctx.plan.app} on ${ctx.plan.to}`;
+      ctx.note(`${what} was written by someone else after this migration wrote it (${message(err)}): left as it is`);
+    }
+  }
+}
+
+/** The generation of the app's entry when it is exactly as this run leaves it (source: FORWARD to the destination; delivery: DELIVER's), else undefined. */
+async function currentIfOurs(ctx: StepContext, which: 'source' | 'delivery'): Promise<number | undefined> {
+  if (which === 'source') {
+    const now = await ctx.source.getApp(ctx.plan.app);
+    return now && sameAction(now.action, { type: 'forward', tunnel: tunnel(ctx) }) ? now.generation : undefined;
+  }
+  const now = (await ctx.dest.listDeliveries()).find((d) => d.name === ctx.plan.app);
+  const want = destinationEntry(ctx);
+  const same = now && now.address === want.address && now.proto === want.proto && now.port === want.port && now.dev === want.dev && (!want.mac || now.mac === want.mac);
+  return same ? now.generation : undefined;
 }

@@ -12,6 +12,7 @@ import { NetnsProcessDriver } from './netns-process.js';
 import { NoneDriver } from './none.js';
 
 export * from './driver.js';
+export { netnsProcessProblem, type NetnsProcessProblem } from './netns-process.js';
 
 export const DRIVER_KINDS = ['none', 'netns-process', 'exec'] as const;
 

@@ -72,6 +72,40 @@ export function findTagged(tag: string): ProcessIdentity | undefined {
 
 const NETNS_RE = /^[A-Za-z0-9_.-]{1,64}$/;
 
+/** The option of a netns-process driver a problem is in, and what is wrong with it. */
+export interface NetnsProcessProblem {
+  option: 'sourceNetns' | 'destNetns' | 'command';
+  reason: string;
+}
+
+/**
+ * What is wrong with a netns-process driver's options before any app is
+ * known (undefined: nothing), so bad input is refused before a migration
+ * starts instead of when START expands it: an unknown placeholder, or a
+ * namespace name that is not one even with a plain app's values in it.
+ */
+export function netnsProcessProblem(o: Pick<NetnsProcessOptions, 'sourceNetns' | 'destNetns' | 'command'>): NetnsProcessProblem | undefined {
+  const app: WorkloadApp = { name: 'app', address: '10.0.0.1', proto: 'udp', port: 1, migrationId: 'check' };
+  const on = (role: WorkloadHost['role']): Record<string, string> => templateVars(app, { role, agentUrl: 'http://check', index: 0 });
+  const checks: [NetnsProcessProblem['option'], string, WorkloadHost['role'], boolean][] = [
+    ['sourceNetns', o.sourceNetns, 'source', true],
+    ['destNetns', o.destNetns, 'destination', true],
+    ['command', o.command, 'destination', false],
+  ];
+  for (const [option, template, role, isNetns] of checks) {
+    let value: string;
+    try {
+      value = expand(template, on(role));
+    } catch (err) {
+      return { option, reason: (err as Error).message };
+    }
+    if (isNetns && !NETNS_RE.test(value)) {
+      return { option, reason: `${JSON.stringify(template)} does not make a network namespace name (1-64 of A-Z a-z 0-9 _ . -, placeholders allowed)` };
+    }
+  }
+  return undefined;
+}
+
 /**
  * SIGKILL every process a netns-process driver with this state dir has
  * recorded and that is still that exact process (pid and start time): for

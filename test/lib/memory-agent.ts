@@ -13,7 +13,8 @@
  * validated by src/model/entry.ts as the agent validates them, and a
  * refusal is the agent's (400 naming the field). On top of that, the store
  * rules of docs/agent-api.md: 404 for an unknown name, 409 when two names
- * claim one key, writes idempotent by name, a batch all or nothing; leases
+ * claim one key or a name is given another key, 400 for FORWARD to the
+ * agent's own tunnel address, writes idempotent by name, a batch all or nothing; leases
  * by the agent's own LeaseTable (src/agent/lease.ts: a write of a leased
  * name by another owner is 409), generations that move with every write
  * and conditional writes (412 when the entry moved). `probe` answers from
@@ -168,7 +169,7 @@ export class MemoryAgent implements AgentApi {
     return this.call({ method: 'putApp', name, body: structuredClone(spec) }, () => {
       const op: BatchOp = { op: 'put-app', name: parseName(name), spec: parseAppBody(spec) };
       this.admit(op, guard, '');
-      return this.applyPutApp(op.name, op.spec);
+      return this.applyPutApp(op.name, op.spec, '');
     });
   }
 
@@ -176,7 +177,7 @@ export class MemoryAgent implements AgentApi {
     return this.call({ method: 'setAction', name, body: structuredClone(action) }, () => {
       const op: BatchOp = { op: 'set-action', name: parseName(name), action: parseAction(action, 'body') };
       this.admit(op, guard, '');
-      return this.applySetAction(op.name, op.action);
+      return this.applySetAction(op.name, op.action, '');
     });
   }
 
@@ -195,7 +196,7 @@ export class MemoryAgent implements AgentApi {
     return this.call({ method: 'putDelivery', name, body: structuredClone(spec) }, () => {
       const op: BatchOp = { op: 'put-delivery', name: parseName(name), spec: parseDeliveryBody(spec) };
       this.admit(op, guard, '');
-      return this.applyPutDelivery(op.name, op.spec);
+      return this.applyPutDelivery(op.name, op.spec, '');
     });
   }
 
@@ -270,9 +271,10 @@ export class MemoryAgent implements AgentApi {
       try {
         for (const [i, op] of typed.entries()) {
           const unknown = (kind: string) => new NotFoundError(`ops[${i}]: no ${kind} named ${JSON.stringify(op.name)}`);
-          if (op.op === 'put-app') this.applyPutApp(op.name, op.spec);
-          else if (op.op === 'set-action') this.applySetAction(op.name, op.action);
-          else if (op.op === 'put-delivery') this.applyPutDelivery(op.name, op.spec);
+          const field = ops.length > 1 ? `ops[${i}]` : '';
+          if (op.op === 'put-app') this.applyPutApp(op.name, op.spec, field);
+          else if (op.op === 'set-action') this.applySetAction(op.name, op.action, field);
+          else if (op.op === 'put-delivery') this.applyPutDelivery(op.name, op.spec, field);
           else if (op.op === 'delete-app' && !this.apps.delete(op.name)) throw unknown('app');
           else if (op.op === 'delete-delivery' && !this.deliveries.delete(op.name)) throw unknown('delivery');
         }
@@ -293,16 +295,34 @@ export class MemoryAgent implements AgentApi {
     for (const [k, v] of deliveries) this.deliveries.set(k, v);
   }
 
-  /** 409 when another name of the same kind holds the key. */
-  private claim(kind: string, entries: Map<string, App | Delivery>, name: string, key: AppKey): void {
+  /**
+   * The agent's key rules (src/agent/plan.ts #putEntry), with its messages:
+   * 409 when another name of the same kind holds the key, and 409 when the
+   * name's entry has another key (an entry's address never changes in place).
+   */
+  private claim(kind: 'app' | 'delivery', entries: Map<string, App | Delivery>, name: string, key: AppKey, field: string): void {
     const k = keyString(key);
+    const at = field ? `${field}.address` : 'address';
     for (const e of entries.values()) {
-      if (e.name !== name && keyString(e) === k) throw new ConflictError(`address: ${k} already belongs to ${kind} ${JSON.stringify(e.name)}`);
+      if (e.name !== name && keyString(e) === k) throw new ConflictError(`${at}: ${k} already belongs to ${kind} ${JSON.stringify(e.name)}`);
+    }
+    const own = entries.get(name);
+    if (own && keyString(own) !== k) {
+      throw new ConflictError(`${at}: ${kind} ${JSON.stringify(name)} is ${keyString(own)}; delete it before giving the name another address`);
     }
   }
 
-  private applyPutApp(name: string, spec: TypedAppSpec): App {
-    this.claim('app', this.apps, name, spec.key);
+  /** The agent refuses FORWARD/PRESERVE to its own tunnel address (400 naming action.tunnel), on put-app and set-action alike. */
+  private checkTunnel(action: Action, field: string): void {
+    if (action.type === 'local') return;
+    if (action.tunnel === this.tunnel.v4 || action.tunnel === this.tunnel.v6) {
+      throw new FieldError(field ? `${field}.action.tunnel` : 'action.tunnel', `${action.tunnel} is this host's own tunnel address: forward to another host's`);
+    }
+  }
+
+  private applyPutApp(name: string, spec: TypedAppSpec, field: string): App {
+    this.claim('app', this.apps, name, spec.key, field);
+    this.checkTunnel(spec.action, field);
     const old = this.apps.get(name);
     const app: App = {
       name,
@@ -320,16 +340,17 @@ export class MemoryAgent implements AgentApi {
     return structuredClone(app);
   }
 
-  private applySetAction(name: string, action: Action): App {
+  private applySetAction(name: string, action: Action, field: string): App {
     const a = this.apps.get(name);
-    if (!a) throw new NotFoundError(`no app named ${JSON.stringify(name)}`);
+    if (!a) throw new NotFoundError(`${field ? `${field}: ` : ''}no app named ${JSON.stringify(name)}`);
+    this.checkTunnel(action, field);
     if (JSON.stringify(a.action) !== JSON.stringify(action)) a.generation = ++this.generation; // the agent's idempotent write leaves it
     a.action = structuredClone(action);
     return structuredClone(a);
   }
 
-  private applyPutDelivery(name: string, spec: EntrySpec): Delivery {
-    this.claim('delivery', this.deliveries, name, spec.key);
+  private applyPutDelivery(name: string, spec: EntrySpec, field: string): Delivery {
+    this.claim('delivery', this.deliveries, name, spec.key, field);
     const old = this.deliveries.get(name);
     const d: Delivery = {
       name,

@@ -3,7 +3,7 @@ import { isIP } from 'node:net';
 import type { Argv, CommandModule } from 'yargs';
 import type { Action, AgentApi, App, AppSpec, Proto } from '../../controller/agent-client.js';
 import { announcementApi } from '../../controller/announce.js';
-import { UsageError } from '../common.js';
+import { EntryRollbackError, UsageError } from '../common.js';
 import { printJson } from '../json.js';
 import { connectionOptions, httpConnector, parseUrl, type ConnectionArgs } from '../options.js';
 
@@ -69,6 +69,34 @@ function printApps(apps: App[]): void {
   for (const r of [head, ...rows]) process.stdout.write(`${r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()}\n`);
 }
 
+/** The spec that writes `app` again as it is (a MAC the agent resolved is resolved again). */
+function specOf(app: App): AppSpec {
+  return { address: app.address, proto: app.proto, port: app.port, dev: app.dev, ...(app.mac && app.macSource === 'given' ? { mac: app.mac } : {}), action: app.action };
+}
+
+/**
+ * Undo `app add`'s write after its announcement failed: delete the entry it
+ * created, or put back the one it replaced — only while the entry is still
+ * the one written (its generation). Answers what was done; throws
+ * EntryRollbackError when the entry stays as written.
+ */
+async function rollBackEntry(agent: AgentApi, written: App, before: App | undefined, why: string): Promise<string> {
+  const guard = written.generation ? { ifGeneration: written.generation } : {};
+  try {
+    if (before) {
+      await agent.putApp(written.name, specOf(before), guard);
+      return 'its entry was put back as it was before (nothing changed)';
+    }
+    await agent.deleteApp(written.name, guard);
+    return 'the entry this command created was removed again (nothing changed)';
+  } catch (err) {
+    throw new EntryRollbackError(
+      `announcing ${written.name} failed: ${why}; rolling its entry back failed too: ${(err as Error).message}; ` +
+        `the entry is as this command wrote it — check with \`routeshift app list\` and remove or rewrite it by hand`,
+    );
+  }
+}
+
 const common = <T>(y: Argv<T>) =>
   connectionOptions(y)
     .option('agent', { type: 'string', demandOption: true, describe: 'Agent URL, e.g. http://10.0.0.1:7450' })
@@ -97,12 +125,16 @@ const add: CommandModule<object, CommonArgs & { name: string; addr: string; dev:
     if (args.mac) spec.mac = args.mac;
     if (args.forward) spec.action = { type: 'forward', tunnel: args.forward };
     const agent = client(args);
+    // With --announce, all or nothing: the entry as it was is kept to be put back if announcing fails.
+    const before = args.announce ? await agent.getApp(args.name) : undefined;
     const app = await agent.putApp(args.name, spec);
     if (args.announce) {
       try {
         await announcementApi(agent).changeAnnouncements({ announce: [{ name: app.name, address: app.address }] });
       } catch (err) {
-        throw new Error(`${app.name}'s entry is written, but announcing it failed: ${(err as Error).message} (both are idempotent: run the same command again)`);
+        const why = (err as Error).message;
+        const undone = await rollBackEntry(agent, app, before, why);
+        throw new Error(`announcing ${app.name} failed: ${why}; ${undone}`);
       }
     }
     if (args.json) printJson('App', { agent: parseUrl(args.agent, '--agent'), app });
