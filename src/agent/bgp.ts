@@ -16,8 +16,8 @@
  * Changes are serialized; each is one rewrite and one reconfiguration, so a
  * drain of many apps costs one.
  */
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { writeFileDurably } from '../os/files.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { canonicalAddress } from '../model/address.js';
@@ -193,16 +193,8 @@ export class BgpAnnouncer {
   /** Replace the file whole (write beside it, fsync, rename): BIRD never reads half of one. */
   #write(text: string): void {
     const path = this.options.include;
-    const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.tmp`);
     try {
-      const fd = openSync(tmp, 'w', 0o644);
-      try {
-        writeSync(fd, text);
-        fsyncSync(fd);
-      } finally {
-        closeSync(fd);
-      }
-      renameSync(tmp, path);
+      writeFileDurably(path, text);
     } catch (err) {
       throw new Error(`cannot write BIRD include file ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
     }

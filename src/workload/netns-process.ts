@@ -24,7 +24,8 @@
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { writeFileDurably } from '../os/files.js';
 import { join } from 'node:path';
 import type { DriverContext, DriverSpec, WorkloadApp, WorkloadDriver, WorkloadHost } from './driver.js';
 import { identify, isAlive, terminate, type ProcessIdentity } from '../os/process.js';
@@ -162,7 +163,7 @@ export class NetnsProcessDriver implements WorkloadDriver {
     const command = expand(this.opts.command, templateVars(app, host));
     const log = join(this.dir, `${ns}--${app.name}.log`);
     const intent: Intent = { tag: randomBytes(12).toString('hex'), netns: ns, command, startedAt: new Date().toISOString(), log };
-    writeDurably(path, JSON.stringify(intent) + '\n');
+    writeFileDurably(path, JSON.stringify(intent) + '\n');
     const logFd = openSync(log, 'a');
     let pid: number;
     try {
@@ -186,7 +187,7 @@ export class NetnsProcessDriver implements WorkloadDriver {
       throw new Error(`${app.name} in ${ns} exited at once (see ${log})`);
     }
     const rec: ProcessRecord = { ...intent, ...id };
-    writeDurably(path, JSON.stringify(rec) + '\n');
+    writeFileDurably(path, JSON.stringify(rec) + '\n');
     ctx.log(`started ${app.name} in ${ns} (pid ${id.pid})`);
   }
 
@@ -235,20 +236,7 @@ export class NetnsProcessDriver implements WorkloadDriver {
       return undefined;
     }
     const rec = { ...(r as Intent), ...id };
-    writeDurably(path, JSON.stringify(rec) + '\n');
+    writeFileDurably(path, JSON.stringify(rec) + '\n');
     return rec;
   }
-}
-
-/** Write a small file so that after a crash it is either the old or the new content, never half. */
-function writeDurably(path: string, text: string): void {
-  const tmp = `${path}.${process.pid}.tmp`;
-  const fd = openSync(tmp, 'w');
-  try {
-    writeSync(fd, text);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, path);
 }
