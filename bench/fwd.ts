@@ -2,7 +2,7 @@
  * fwd ns/pkt (issue 7): rs_uplink's FORWARD path (parse, config, the
  * whole-address lookup — the entry has no port entries beside it, so no
  * second lookup —, next hop from the per-CPU rs_nexthop cache, refreshed by
- * bpf_fib_lookup every 20 ms, TTL, IPIP encap with the flow hash, counters,
+ * bpf_fib_lookup every 2 jiffies (8 ms at HZ=250), TTL, IPIP encap with the flow hash, counters,
  * XDP_TX) against, in the same run and on the same 64-byte
  * frame: the reference program bench_ref_ipip (one lookup + IPIP encap +
  * XDP_TX, next-hop MACs in its entry, NO fib lookup: its advantage) and the

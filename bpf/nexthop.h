@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * The next-hop cache (rs_nexthop, struct rs_nexthop in routeshift.h): per
- * CPU, the bpf_fib_lookup answer towards a tunnel destination, used for at
- * most RS_NEXTHOP_TTL_NS before the route is looked up again.
+ * CPU, the bpf_fib_lookup answer towards a tunnel destination, used for
+ * less than RS_NEXTHOP_TTL_TICKS jiffies before the route is looked up again.
  */
 #ifndef RS_NEXTHOP_H
 #define RS_NEXTHOP_H
@@ -47,7 +47,8 @@ static __always_inline int rs_words_eq16(const __u8 *a, const __u8 *b)
 	return ((x[0] ^ y[0]) | (x[1] ^ y[1]) | (x[2] ^ y[2]) | (x[3] ^ y[3])) == 0;
 }
 
-/* This CPU's slot for q, and whether it holds a fresh answer for exactly q. */
+/* This CPU's slot for q, and whether it holds a fresh answer for exactly q.
+ * now is bpf_jiffies64(). */
 static __always_inline struct rs_nexthop *rs_nexthop_get(const struct rs_hop_query *q, __u64 now,
 							 int *fresh)
 {
@@ -56,14 +57,14 @@ static __always_inline struct rs_nexthop *rs_nexthop_get(const struct rs_hop_que
 
 	*fresh = nh && nh->family == q->family && nh->in_ifindex == q->in_ifindex &&
 		 nh->tos == q->tos && rs_words_eq16(nh->dst, q->dst) &&
-		 now - nh->refreshed_ns < RS_NEXTHOP_TTL_NS;
+		 now - nh->refreshed_jiffies < RS_NEXTHOP_TTL_TICKS;
 	return nh;
 }
 
 static __always_inline void rs_nexthop_put(struct rs_nexthop *nh, const struct rs_hop_query *q,
 					   const struct rs_hop *hop, __u64 now)
 {
-	nh->refreshed_ns = now;
+	nh->refreshed_jiffies = now;
 	nh->in_ifindex = q->in_ifindex;
 	nh->out_ifindex = hop->ifindex;
 	nh->family = q->family;

@@ -281,19 +281,22 @@ struct rs_meta {
  * destination, which bpf_fib_lookup answers at a cost comparable to the
  * rest of the forwarding path. Each CPU keeps the answers it got, in a slot
  * chosen by a hash of the lookup's inputs (ingress interface, tunnel family
- * and destination, TOS), and uses one for at most RS_NEXTHOP_TTL_NS
- * (bpf_ktime_get_coarse_ns, so at most one clock tick more) before looking
- * the route up again. Only SUCCESS answers are kept: a destination with no
+ * and destination, TOS), and uses one while the jiffies clock has moved by
+ * less than RS_NEXTHOP_TTL_TICKS since the lookup: under 2 ticks, i.e. at
+ * most 20 ms at the smallest HZ (100), 8 ms at HZ=250, 2 ms at HZ=1000.
+ * The clock is jiffies because bpf_jiffies64() is a plain load, while
+ * bpf_ktime_get_coarse_ns() cost about a sixth of the FORWARD path
+ * (bench/README.md). Only SUCCESS answers are kept: a destination with no
  * route or an unresolved neighbour is looked up on every packet, as before.
  * A slot whose inputs differ (another destination hashed there) is simply
  * replaced. User space may zero the map to drop every cached answer.
  * 48 bytes.
  */
 #define RS_NEXTHOP_SLOTS 256
-#define RS_NEXTHOP_TTL_NS (20ULL * 1000 * 1000)
+#define RS_NEXTHOP_TTL_TICKS 2
 
 struct rs_nexthop {
-	__u64 refreshed_ns;  /* bpf_ktime_get_coarse_ns() of the fib lookup */
+	__u64 refreshed_jiffies; /* bpf_jiffies64() of the fib lookup */
 	__u32 in_ifindex;    /* input: ingress interface */
 	__u32 out_ifindex;   /* answer: egress interface */
 	__u8 family;         /* input: RS_FAMILY_IPV4/6; 0 = empty slot */

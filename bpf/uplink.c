@@ -137,7 +137,7 @@ static __always_inline int rs_is_tunnel_to_us(const struct rs_pkt *pkt,
 /* KERNEL path of a delivery: decapsulated but still addressed to this host
  * (the received MACs), so the stack routes the inner packet to the app. */
 static __always_inline int rs_deliver_kernel(struct xdp_md *ctx, const struct rs_pkt *outer,
-					     int family, __u32 app_id)
+					     int family, struct rs_counter *app)
 {
 	__u8 macs[12];
 
@@ -145,7 +145,7 @@ static __always_inline int rs_deliver_kernel(struct xdp_md *ctx, const struct rs
 		return RS_DROPPED(RS_DROP_MALFORMED);
 	if (rs_decap(ctx, outer, family, &macs[0], &macs[6]))
 		return RS_DROPPED(RS_DROP_REWRITE);
-	rs_app_count(app_id, RS_STAT_DELIVER, outer->len);
+	rs_counter_add(app, outer->len);
 	rs_event(RS_EVENT_KERNEL_PATH, outer->len);
 	return XDP_PASS;
 }
@@ -158,6 +158,7 @@ static __always_inline int rs_deliver_pkt(struct xdp_md *ctx, const struct rs_pk
 	int family = outer->proto == IPPROTO_IPIP ? RS_FAMILY_IPV4 : RS_FAMILY_IPV6;
 	__u64 off = outer->l3off + outer->hlen;
 	struct rs_deliver_value *val;
+	struct rs_counter *app;
 	struct rs_pkt inner = {};
 	int path, ret;
 
@@ -177,14 +178,15 @@ static __always_inline int rs_deliver_pkt(struct xdp_md *ctx, const struct rs_pk
 		return RS_DROPPED(RS_DROP_NO_DELIVERY);
 	if (!val->ifindex)
 		return RS_DROPPED(RS_DROP_BAD_ENTRY);
+	app = rs_app_counter(val->app_id, RS_STAT_DELIVER);
 	path = rs_meta_reserve(ctx, rs_path_for(ctx, &inner, cfg, val->path, val->slow_path));
 	if (path == RS_PATH_KERNEL)
-		return rs_deliver_kernel(ctx, outer, family, val->app_id);
+		return rs_deliver_kernel(ctx, outer, family, app);
 	if (rs_decap(ctx, outer, family, val->dmac, val->smac))
 		return RS_DROPPED(RS_DROP_REWRITE);
 	ret = rs_send(ctx, path, val->ifindex, cfg, val->app_id, RS_STAT_DELIVER, outer->len);
 	if (ret >= 0)
-		rs_app_count(val->app_id, RS_STAT_DELIVER, outer->len);
+		rs_counter_add(app, outer->len);
 	return ret;
 }
 
@@ -192,7 +194,7 @@ static __always_inline int rs_deliver_pkt(struct xdp_md *ctx, const struct rs_pk
 
 static __always_inline int rs_local(struct xdp_md *ctx, const struct rs_pkt *pkt,
 				    const struct rs_redirect_value *val,
-				    const struct rs_config *cfg)
+				    const struct rs_config *cfg, struct rs_counter *app)
 {
 	int path, ret;
 
@@ -201,7 +203,7 @@ static __always_inline int rs_local(struct xdp_md *ctx, const struct rs_pkt *pkt
 	path = rs_meta_reserve(ctx, rs_path_for(ctx, pkt, cfg, val->path, val->slow_path));
 	if (path == RS_PATH_KERNEL) {
 		/* untouched: the host routes it to the app as it would without us */
-		rs_app_count(val->app_id, RS_STAT_LOCAL, pkt->len);
+		rs_counter_add(app, pkt->len);
 		rs_event(RS_EVENT_KERNEL_PATH, pkt->len);
 		return XDP_PASS;
 	}
@@ -210,7 +212,7 @@ static __always_inline int rs_local(struct xdp_md *ctx, const struct rs_pkt *pkt
 		return RS_DROPPED(RS_DROP_REWRITE);
 	ret = rs_send(ctx, path, val->ifindex, cfg, val->app_id, RS_STAT_LOCAL, pkt->len);
 	if (ret >= 0)
-		rs_app_count(val->app_id, RS_STAT_LOCAL, pkt->len);
+		rs_counter_add(app, pkt->len);
 	return ret;
 }
 
@@ -325,7 +327,7 @@ static __always_inline int rs_fib(struct xdp_md *ctx, const struct rs_pkt *pkt,
  */
 static __always_inline int rs_forward_kernel(struct xdp_md *ctx, const struct rs_pkt *pkt,
 					     const struct rs_redirect_value *val, int tfam,
-					     const __u8 *src, enum rs_event why)
+					     const __u8 *src, enum rs_event why, struct rs_counter *app)
 {
 	__u8 macs[12];
 
@@ -334,7 +336,7 @@ static __always_inline int rs_forward_kernel(struct xdp_md *ctx, const struct rs
 	if (rs_ttl_dec(ctx, pkt) ||
 	    rs_encap(ctx, pkt, tfam, src, val->tunnel_dst, &macs[0], &macs[6]))
 		return RS_DROPPED(RS_DROP_REWRITE);
-	rs_app_count(val->app_id, RS_STAT_FORWARD, pkt->len);
+	rs_counter_add(app, pkt->len);
 	rs_event(why, pkt->len);
 	return XDP_PASS;
 }
@@ -342,12 +344,12 @@ static __always_inline int rs_forward_kernel(struct xdp_md *ctx, const struct rs
 /*
  * FORWARD: the next hop is found before the packet is touched, so a failure
  * leaves it intact. It comes from this CPU's rs_nexthop slot when that holds
- * an answer younger than RS_NEXTHOP_TTL_NS for the same inputs, else from
- * bpf_fib_lookup, which refreshes the slot.
+ * an answer younger than RS_NEXTHOP_TTL_TICKS jiffies for the same inputs,
+ * else from bpf_fib_lookup, which refreshes the slot.
  */
 static __always_inline int rs_forward(struct xdp_md *ctx, const struct rs_pkt *pkt,
 				      const struct rs_redirect_value *val,
-				      const struct rs_config *cfg)
+				      const struct rs_config *cfg, struct rs_counter *app)
 {
 	struct rs_hop_query q = { .in_ifindex = ctx->ingress_ifindex, .dst = val->tunnel_dst };
 	__u32 ohlen, outer_len, limit;
@@ -375,7 +377,7 @@ static __always_inline int rs_forward(struct xdp_md *ctx, const struct rs_pkt *p
 	}
 	outer_len = pkt->l3len + ohlen;
 
-	now = bpf_ktime_get_coarse_ns();
+	now = bpf_jiffies64();
 	nh = rs_nexthop_get(&q, now, &fresh);
 	if (fresh) {
 		rs_nexthop_hop(nh, &hop);
@@ -383,7 +385,7 @@ static __always_inline int rs_forward(struct xdp_md *ctx, const struct rs_pkt *p
 		int cacheable, rc = rs_fib(ctx, pkt, &q, src, outer_len, cfg, &hop, &cacheable);
 
 		if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
-			return rs_forward_kernel(ctx, pkt, val, q.family, src, RS_EVENT_NO_NEIGH);
+			return rs_forward_kernel(ctx, pkt, val, q.family, src, RS_EVENT_NO_NEIGH, app);
 		if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_FRAG_NEEDED)
 			return RS_DROPPED(RS_DROP_NO_ROUTE);
 		if (cacheable && nh)
@@ -396,13 +398,13 @@ static __always_inline int rs_forward(struct xdp_md *ctx, const struct rs_pkt *p
 
 	path = rs_meta_reserve(ctx, rs_path_for(ctx, pkt, cfg, rs_uplink_path(cfg), RS_PATH_TC));
 	if (path == RS_PATH_KERNEL)
-		return rs_forward_kernel(ctx, pkt, val, q.family, src, RS_EVENT_KERNEL_PATH);
+		return rs_forward_kernel(ctx, pkt, val, q.family, src, RS_EVENT_KERNEL_PATH, app);
 	if (rs_ttl_dec(ctx, pkt) ||
 	    rs_encap(ctx, pkt, q.family, src, val->tunnel_dst, hop.dmac, hop.smac))
 		return RS_DROPPED(RS_DROP_REWRITE);
 	ret = rs_send_out(ctx, cfg, path, hop.ifindex, val->app_id, RS_STAT_FORWARD, pkt->len);
 	if (ret >= 0)
-		rs_app_count(val->app_id, RS_STAT_FORWARD, pkt->len);
+		rs_counter_add(app, pkt->len);
 	return ret;
 }
 
@@ -428,9 +430,9 @@ static __always_inline int rs_redirect_pkt(struct xdp_md *ctx, struct rs_pkt *pk
 		action = rs_preserve_choose(pkt, val->app_id);
 	switch (action) {
 	case RS_ACTION_LOCAL:
-		return rs_local(ctx, pkt, val, cfg);
+		return rs_local(ctx, pkt, val, cfg, rs_app_counter(val->app_id, RS_STAT_LOCAL));
 	case RS_ACTION_FORWARD:
-		return rs_forward(ctx, pkt, val, cfg);
+		return rs_forward(ctx, pkt, val, cfg, rs_app_counter(val->app_id, RS_STAT_FORWARD));
 	default: /* an action this program does not know: newer user space? */
 		return RS_DROPPED(RS_DROP_BAD_ENTRY);
 	}

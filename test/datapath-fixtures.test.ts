@@ -10,8 +10,9 @@
  * unresolved neighbour (NO_NEIGH) and no route.
  */
 import t from 'tap';
+import { readFileSync } from 'node:fs';
 import { XdpAction } from '../src/bpf/index.js';
-import { NEXTHOP_TTL_MS, type AppKey, type Config, type DeliverValue, type Path, type RedirectValue } from '../src/datapath/structs.js';
+import { NEXTHOP_TTL_MS, NEXTHOP_TTL_TICKS, type AppKey, type Config, type DeliverValue, type Path, type RedirectValue } from '../src/datapath/structs.js';
 import { createFixtureNet, NET } from './lib/fixture-net.js';
 import {
   ETH_P,
@@ -923,16 +924,21 @@ t.test('an echo request to a LOCAL app keeps a valid IPv4 checksum for every TTL
 
 // -------------------------------------------------------- next-hop cache --
 // FORWARD caches bpf_fib_lookup's SUCCESS answers per CPU (rs_nexthop) for
-// NEXTHOP_TTL_MS. CLOCK_MONOTONIC_COARSE (the program's clock) lags
-// process.hrtime (CLOCK_MONOTONIC) by at most one tick (4 ms at HZ=250).
+// less than NEXTHOP_TTL_TICKS jiffies (at most NEXTHOP_TTL_MS at any HZ).
+// The kernel's jiffies, as the program's bpf_jiffies64() reads them, are
+// in /proc/timer_list.
 
 const SENTINEL_MAC = '02:00:00:00:5e:17';
-const monoNs = (): bigint => process.hrtime.bigint();
-const ms = (n: number): bigint => BigInt(n) * 1_000_000n;
+const jiffiesNow = (): bigint => {
+  const m = /^jiffies: (\d+)$/m.exec(readFileSync('/proc/timer_list', 'utf8'));
+  if (!m) throw new Error('/proc/timer_list has no jiffies line');
+  return BigInt(m[1]!);
+};
+const TTL_TICKS = BigInt(NEXTHOP_TTL_TICKS);
 const sleep = (n: number): Promise<void> => new Promise((r) => setTimeout(r, n));
 /** A cached answer for X's tunnel (peer4 from eth0) that a real lookup would never give. */
-const planted = (refreshedNs: bigint, mtu: number = NET.mtu): Parameters<typeof up.fillNexthops>[0] => ({
-  refreshedNs,
+const planted = (refreshedJiffies: bigint, mtu: number = NET.mtu): Parameters<typeof up.fillNexthops>[0] => ({
+  refreshedJiffies,
   inIfindex: net.eth0,
   outIfindex: net.eth0,
   family: 4,
@@ -945,23 +951,24 @@ const planted = (refreshedNs: bigint, mtu: number = NET.mtu): Parameters<typeof 
 
 t.test('next-hop cache: a miss asks bpf_fib_lookup and caches the SUCCESS answer', async (t) => {
   setUp({ config: cfg4, redirect: [[key(X), forward(NET.peer4)]] });
-  const t0 = monoNs();
+  const j0 = jiffiesNow();
   const r = up.run(eth(fromRouter, udp4()), { ingress: net.eth0, netns: net.ns.name });
+  const j1 = jiffiesNow();
   t.equal(r.verdict, 'TX');
   const cached = up.cachedNexthops();
   t.equal(cached.length, 1, 'one slot filled, on the CPU that ran the packet');
   t.match(cached[0], { inIfindex: net.eth0, outIfindex: net.eth0, family: 4, tos: 0, mtu: NET.mtu, dst: NET.peer4, dmac: NET.peerMac, smac: NET.upMac });
-  const age = t0 - cached[0]!.refreshedNs;
-  t.ok(age > -ms(1) && age < ms(10), `stamped with the coarse monotonic clock (${age} ns before the run started)`);
+  const stamp = cached[0]!.refreshedJiffies;
+  t.ok(stamp >= j0 && stamp <= j1, `stamped with jiffies (${stamp}, run between ${j0} and ${j1})`);
 });
 
 t.test('next-hop cache: a fresh answer is used without a fib lookup, including its MTU', async (t) => {
   setUp({ config: cfg4, redirect: [[key(X), forward(NET.peer4)]] });
   const ip = udp4();
-  // retried: a pause of > 10 ms between planting and the run would let the answer expire
+  // retried: a tick boundary between planting and the run may let the answer expire
   let r = up.run(eth(fromRouter, ip), { ingress: net.eth0, netns: net.ns.name });
-  for (let i = 0; i < 5; i++) {
-    up.fillNexthops(planted(monoNs() - ms(6)));
+  for (let i = 0; i < 10; i++) {
+    up.fillNexthops(planted(jiffiesNow()));
     r = up.run(eth(fromRouter, ip), { ingress: net.eth0, netns: net.ns.name });
     if (r.data.subarray(0, 6).toString('hex') === SENTINEL_MAC.replaceAll(':', '')) break;
   }
@@ -973,8 +980,8 @@ t.test('next-hop cache: a fresh answer is used without a fib lookup, including i
   );
   // the cached route MTU decides "too big" on a hit, like FRAG_NEEDED on a miss
   const big = udp4(X, { n: 1400 });
-  for (let i = 0; i < 5; i++) {
-    up.fillNexthops(planted(monoNs() - ms(6), 1400));
+  for (let i = 0; i < 10; i++) {
+    up.fillNexthops(planted(jiffiesNow(), 1400));
     r = up.run(eth(fromRouter, big), { ingress: net.eth0, netns: net.ns.name });
     if (r.verdict === 'TX' && r.data.length < big.length) break;
   }
@@ -985,7 +992,7 @@ t.test('next-hop cache: a fresh answer is used without a fib lookup, including i
 
 t.test('next-hop cache: an answer older than the TTL is looked up again and replaced', async (t) => {
   setUp({ config: cfg4, redirect: [[key(X), forward(NET.peer4)]] });
-  up.fillNexthops(planted(monoNs() - ms(NEXTHOP_TTL_MS + 6)));
+  up.fillNexthops(planted(jiffiesNow() - TTL_TICKS));
   const ip = udp4();
   const r = up.run(eth(fromRouter, ip), { ingress: net.eth0, netns: net.ns.name });
   t.equal(

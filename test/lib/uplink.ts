@@ -168,7 +168,7 @@ export class Uplink implements Disposable {
 }
 
 export const EMPTY_NEXTHOP: NextHop = {
-  refreshedNs: 0n,
+  refreshedJiffies: 0n,
   inIfindex: 0,
   outIfindex: 0,
   family: 0,
