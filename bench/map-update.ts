@@ -28,8 +28,10 @@ export const mapUpdate: Benchmark = {
   name: 'map-update',
   title: 'single entry update: TS BpfMap.update vs C libbpf; agent API end to end vs bpftool map update',
   async run(ctx): Promise<Row[]> {
-    const n = ctx.quick ? 20_000 : 200_000;
-    const rounds = ctx.quick ? 2 : 5;
+    // many short rounds, TS and C in turn: on a shared machine the load
+    // drifts, and neighbouring rounds see about the same
+    const n = ctx.quick ? 20_000 : 100_000;
+    const rounds = ctx.quick ? 2 : 9;
     const rows: Row[] = [];
     let typedNs = NaN; // the TS map layer's update, for the bpftool row below
 

@@ -25,6 +25,13 @@ class MapHandle : public Napi::ObjectWrap<MapHandle> {
   void CheckValue(Napi::Env env, const Napi::Buffer<uint8_t>& value, const char* op, const char* what) const;
 
   Napi::Value Info(const Napi::CallbackInfo& info);
+  Napi::Value BindScratch(const Napi::CallbackInfo& info);
+  enum class ScratchOp { kUpdate, kLookup, kDelete };
+  // update/lookup/delete on the scratch buffers as plain N-API callbacks
+  // bound to this handle (callback data): no unwrap of `this`, one argument.
+  template <ScratchOp op>
+  static napi_value ScratchCall(napi_env env, napi_callback_info cbinfo);
+  Napi::Value ScratchOpOn(Napi::Env env, ScratchOp op, uint32_t flags);
   Napi::Value LookupInto(const Napi::CallbackInfo& info);
   Napi::Value LookupMany(const Napi::CallbackInfo& info);
   Napi::Value Update(const Napi::CallbackInfo& info);
@@ -42,6 +49,12 @@ class MapHandle : public Napi::ObjectWrap<MapHandle> {
   std::string name_;
   uint32_t type_ = 0, key_size_ = 0, value_size_ = 0, max_entries_ = 0, flags_ = 0, id_ = 0;
   bool per_cpu_ = false;
+  // One key and one value buffer of the caller's, bound once (bindScratch):
+  // single-entry calls then pass no arguments across N-API. The references
+  // keep the buffers (and so these pointers) alive while the handle lives.
+  Napi::Reference<Napi::Buffer<uint8_t>> scratch_key_ref_, scratch_value_ref_;
+  uint8_t* scratch_key_ = nullptr;
+  uint8_t* scratch_value_ = nullptr;
 
 };
 

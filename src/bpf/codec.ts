@@ -6,7 +6,11 @@
 export interface Codec<T> {
   /** Size in bytes; must equal the BPF map's key or value size. */
   readonly size: number;
-  /** Write `value` into `into` starting at `offset` (exactly `size` bytes). */
+  /**
+   * Write `value` into `into` starting at `offset`: every one of the `size`
+   * bytes, padding included (BpfMap reuses its buffers without clearing
+   * them), and nothing outside them. Throws on bad input.
+   */
   encode(value: T, into: Buffer, offset: number): void;
   /** Read a value from `from` starting at `offset`. */
   decode(from: Buffer, offset: number): T;
@@ -42,7 +46,7 @@ export function rawBytes(size: number): Codec<Buffer> {
       if (value.length !== size) {
         throw new RangeError(`expected ${size} bytes, got ${value.length}`);
       }
-      value.copy(into, offset);
+      into.set(value, offset); // a typed-array copy: Buffer#copy makes a view per call
     },
     decode(from, offset) {
       return Buffer.from(from.subarray(offset, offset + size));

@@ -4,7 +4,7 @@
  * bytes. Sizes are checked here, before any syscall.
  */
 import { rawBytes, type Codec } from './codec.js';
-import { addon, isErrno, type NativeMap, type NativeMapInfo } from './native.js';
+import { addon, isErrno, type NativeMap, type NativeMapInfo, type NativeScratchOps } from './native.js';
 
 /** Kernel map type numbers (enum bpf_map_type) used by routeshift. */
 export const MapType = {
@@ -21,6 +21,13 @@ export type UpdateMode = 'any' | 'noexist' | 'exist';
 const UPDATE_FLAGS: Record<UpdateMode, number> = { any: 0, noexist: 1, exist: 2 };
 
 export type MapInfo = NativeMapInfo;
+
+/**
+ * updateBatch encodes into buffers of the map's own, kept between calls, up
+ * to this size each: a fresh buffer's pages would be faulted in while the
+ * batch is encoded, every batch again. Larger batches get buffers of their own.
+ */
+const BATCH_SCRATCH_BYTES = 1 << 20;
 
 
 /**
@@ -53,10 +60,15 @@ function expectedValueBytes(info: MapInfo): number {
 export class BpfMap<K, V> implements Disposable {
   readonly info: MapInfo;
   #handle: NativeMap;
-  // Encoding scratch space: the addon passes these to one synchronous
-  // syscall and keeps no reference, so one buffer per map suffices.
+  // Encoding scratch space, bound to the handle once: single-entry calls
+  // encode here and call the addon with no buffers to pass (each buffer
+  // argument costs N-API calls of its own). Every call is synchronous, so
+  // one pair per map suffices.
   readonly #keyScratch: Buffer;
   readonly #valueScratch: Buffer;
+  readonly #scratch: NativeScratchOps;
+  #batchKeys = Buffer.alloc(0);
+  #batchValues = Buffer.alloc(0);
 
   constructor(handle: NativeMap, readonly keyCodec: Codec<K>, readonly valueCodec: Codec<V>) {
     this.#handle = handle;
@@ -72,6 +84,7 @@ export class BpfMap<K, V> implements Disposable {
     }
     this.#keyScratch = Buffer.alloc(keyCodec.size);
     this.#valueScratch = Buffer.alloc(valueCodec.size);
+    this.#scratch = handle.bindScratch(this.#keyScratch, this.#valueScratch);
   }
 
   /** Open a map pinned in bpffs. */
@@ -122,8 +135,8 @@ export class BpfMap<K, V> implements Disposable {
 
   lookup(key: K): V | undefined {
     // Into scratch space: codecs copy what they decode, so nothing aliases it.
-    const found = this.#handle.lookupInto(this.#key(key), this.#valueScratch);
-    return found ? this.valueCodec.decode(this.#valueScratch, 0) : undefined;
+    this.#key(key);
+    return this.#scratch.lookup() ? this.valueCodec.decode(this.#valueScratch, 0) : undefined;
   }
 
   /** Many lookups in one call into the addon (one syscall per key): the value of each key, or undefined. */
@@ -140,8 +153,10 @@ export class BpfMap<K, V> implements Disposable {
   }
 
   update(key: K, value: V, mode: UpdateMode = 'any'): void {
+    this.#key(key);
+    this.valueCodec.encode(value, this.#valueScratch, 0);
     try {
-      this.#handle.update(this.#key(key), this.#value(value), UPDATE_FLAGS[mode]);
+      this.#scratch.update(UPDATE_FLAGS[mode]);
     } catch (err) {
       throw this.#explain(err);
     }
@@ -149,7 +164,8 @@ export class BpfMap<K, V> implements Disposable {
 
   /** Returns false when the key was not there. */
   delete(key: K): boolean {
-    return this.#handle.delete(this.#key(key));
+    this.#key(key);
+    return this.#scratch.delete();
   }
 
   *keys(): IterableIterator<K> {
@@ -241,12 +257,12 @@ export class BpfMap<K, V> implements Disposable {
   #encodeEntries(entries: readonly (readonly [K, V])[]): [Buffer, Buffer] {
     const ks = this.keyCodec.size;
     const vs = this.valueCodec.size;
-    const keys = Buffer.alloc(entries.length * ks);
-    const values = Buffer.alloc(entries.length * vs);
+    const keys = this.#batchScratch('keys', entries.length * ks);
+    const values = this.#batchScratch('values', entries.length * vs);
     for (let i = 0; i < entries.length; i++) {
-      const [k, v] = entries[i]!;
-      this.keyCodec.encode(k, keys, i * ks);
-      this.valueCodec.encode(v, values, i * vs);
+      const entry = entries[i]!; // indexed, not destructured: no iterator per entry
+      this.keyCodec.encode(entry[0], keys, i * ks);
+      this.valueCodec.encode(entry[1], values, i * vs);
     }
     return [keys, values];
   }
@@ -308,17 +324,21 @@ export class BpfMap<K, V> implements Disposable {
     this.close();
   }
 
-  /** The key encoded into scratch space (valid until the next call on this map). */
-  #key(key: K): Buffer {
-    this.#keyScratch.fill(0);
-    this.keyCodec.encode(key, this.#keyScratch, 0);
-    return this.#keyScratch;
+  /** `bytes` of batch scratch space (valid until the next updateBatch on this map). */
+  #batchScratch(which: 'keys' | 'values', bytes: number): Buffer {
+    if (bytes > BATCH_SCRATCH_BYTES) return Buffer.alloc(bytes);
+    let buf = which === 'keys' ? this.#batchKeys : this.#batchValues;
+    if (buf.length < bytes) {
+      buf = Buffer.alloc(bytes);
+      if (which === 'keys') this.#batchKeys = buf;
+      else this.#batchValues = buf;
+    }
+    return buf.length === bytes ? buf : buf.subarray(0, bytes);
   }
 
-  #value(value: V): Buffer {
-    this.#valueScratch.fill(0);
-    this.valueCodec.encode(value, this.#valueScratch, 0);
-    return this.#valueScratch;
+  /** The key encoded into scratch space (codecs write every byte, padding included). */
+  #key(key: K): void {
+    this.keyCodec.encode(key, this.#keyScratch, 0);
   }
 
   /** Add what the errno means for a map to the addon's message. */

@@ -28,9 +28,21 @@ export interface NativeLookupBatch {
   done: boolean;
 }
 
+/** Single-entry calls on the key and value buffers bound by NativeMap.bindScratch. */
+export interface NativeScratchOps {
+  /** update(scratch key, scratch value, flags). */
+  update(flags: number): void;
+  /** Looks the scratch key up into the scratch value; false when absent. */
+  lookup(): boolean;
+  /** Deletes the scratch key; false when absent. */
+  delete(): boolean;
+}
+
 export interface NativeMap {
   readonly fd: number;
   info(): NativeMapInfo;
+  /** Bind a key and a value buffer (the handle keeps them alive): single-entry calls on them, passing no buffers. */
+  bindScratch(key: Buffer, value: Buffer): NativeScratchOps;
   /** Writes the value into `out` (the map's value size); false when absent. */
   lookupInto(key: Buffer, out: Buffer): boolean;
   /** `count` keys back to back: values into `values` (value size each), found[i] 1 or 0; returns how many were found. */

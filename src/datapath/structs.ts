@@ -9,7 +9,7 @@
  * and arm64), except the key's port, which is network order like the packet.
  */
 import type { Codec } from '../bpf/codec.js';
-import { formatAddress, formatIPv4, formatIPv6, formatMac, parseAddress, parseIPv4, parseIPv6, parseMac, writeAddress } from '../model/address.js';
+import { formatAddress, formatIPv4, formatIPv6, formatMac, ipv4Number, macNumber, parseAddress, parseIPv4, parseIPv6, writeAddress, writeMac } from '../model/address.js';
 import type { Family } from '../model/address.js';
 import { PORTED_PROTOCOLS, protoName, protoNumber, type AppKey, type Path } from '../model/entry.js';
 
@@ -93,7 +93,7 @@ export const LAYOUT = {
   rs_nexthop: {
     size: 48,
     fields: {
-      refreshed_ns: f(0, 8),
+      refreshed_jiffies: f(0, 8),
       in_ifindex: f(8, 4),
       out_ifindex: f(12, 4),
       family: f(16, 1),
@@ -138,8 +138,10 @@ export const CONFIG_FLAGS = { skbCsum: 1, txRedirect: 2, txTc: 4 } as const;
 /** How frames leave by the uplink again (FORWARD, ICMP errors): XDP_TX, an XDP redirect to the uplink itself, or the TC hook. */
 export type UplinkTx = 'xdp-tx' | 'xdp-redirect' | 'tc';
 
-/** Next-hop cache (rs_nexthop): slots per CPU and how long an answer is used (bpf/routeshift.h). */
+/** Next-hop cache (rs_nexthop): slots per CPU and how long an answer is used (bpf/routeshift.h):
+ * under NEXTHOP_TTL_TICKS jiffies, which is at most NEXTHOP_TTL_MS at any HZ (>= 100). */
 export const NEXTHOP_SLOTS = 256;
+export const NEXTHOP_TTL_TICKS = 2;
 export const NEXTHOP_TTL_MS = 20;
 
 /** enum rs_stat, in enum order: the per-application counter slots. */
@@ -332,7 +334,190 @@ function field<S extends StructName>(s: S, name: keyof (typeof LAYOUT)[S]['field
   return (LAYOUT[s].fields as Record<PropertyKey, FieldLayout>)[name]!.offset;
 }
 
+/*
+ * The encoders of the entries the agent writes by the hundred thousand
+ * (rs_app_key, rs_redirect_value, rs_deliver_value) are written for speed
+ * (bench/README.md, the map layer): field offsets read from LAYOUT once,
+ * here; one bounds check, then whole-word stores through a DataView (one
+ * store per field, where Buffer#fill and #writeUInt32LE validate their
+ * arguments on every call and byte stores cost one each); IPv4 and MAC text
+ * parsed character by character into numbers, no regex, split or
+ * intermediate Buffer.
+ */
+const KEY = LAYOUT.rs_app_key;
+const KEY_FAMILY = KEY.fields.family.offset;
+const KEY_PROTO = KEY.fields.proto.offset;
+const KEY_PORT = KEY.fields.port.offset;
+const KEY_ADDR = KEY.fields.addr.offset;
+const RV = LAYOUT.rs_redirect_value;
+const RV_ACTION = RV.fields.action.offset;
+const RV_APP_ID = RV.fields.app_id.offset;
+const RV_IFINDEX = RV.fields.ifindex.offset;
+const RV_FLAGS = RV.fields.flags.offset;
+const RV_DMAC = RV.fields.dmac.offset;
+const RV_SMAC = RV.fields.smac.offset;
+const RV_TUNNEL_FAMILY = RV.fields.tunnel_family.offset;
+const RV_PATH = RV.fields.path.offset;
+const RV_SLOW_PATH = RV.fields.slow_path.offset;
+const RV_TUNNEL_DST = RV.fields.tunnel_dst.offset;
+const DV = LAYOUT.rs_deliver_value;
+const DV_APP_ID = DV.fields.app_id.offset;
+const DV_IFINDEX = DV.fields.ifindex.offset;
+const DV_DMAC = DV.fields.dmac.offset;
+const DV_SMAC = DV.fields.smac.offset;
+const DV_PATH = DV.fields.path.offset;
+const DV_SLOW_PATH = DV.fields.slow_path.offset;
+
+/**
+ * A DataView of the buffer a codec writes into, kept for the last buffer:
+ * a batch encodes thousands of entries into one buffer, and BpfMap's single
+ * updates reuse one scratch buffer, so a view is made once per buffer, not
+ * per entry. (It keeps that one buffer alive until the next one.)
+ */
+function viewCache(): (buf: Buffer) => DataView {
+  let last: Buffer | undefined;
+  let view: DataView = new DataView(new ArrayBuffer(0));
+  return (buf) => {
+    if (buf !== last) {
+      view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+      last = buf;
+    }
+    return view;
+  };
+}
+
+function checkRoom(what: StructName, into: Buffer, offset: number, size: number): void {
+  if (!(offset >= 0 && offset + size <= into.length)) {
+    throw new RangeError(`${what} needs ${size} bytes at offset ${offset} of a ${into.length}-byte buffer`);
+  }
+}
+
+/**
+ * Zero a struct of `size` bytes (a multiple of 4) at `offset` after checking
+ * it is inside the buffer: fields the encoder does not write, padding
+ * included, stay zero whatever the buffer held.
+ */
+function clearStruct(what: StructName, into: Buffer, view: DataView, offset: number, size: number): void {
+  checkRoom(what, into, offset, size);
+  for (let i = 0; i < size; i += 4) view.setUint32(offset + i, 0);
+}
+
+/**
+ * rs_app_key's encoder writes family, proto, port and the 16 address bytes
+ * and clears nothing: true only while those fields cover the key, byte for
+ * byte (a field added to the header must be written there too).
+ */
+function checkKeyTiled(): void {
+  const f = KEY.fields;
+  const sizes = [f.family, f.proto, f.port, f.addr].reduce((n, x) => n + x.size, 0);
+  if (sizes !== KEY.size || f.port.size !== 2 || f.addr.size !== 16) {
+    throw new Error(`rs_app_key layout changed (${KEY.size} bytes): update appKeyCodec.encode in src/datapath/structs.ts`);
+  }
+}
+checkKeyTiled();
+
+/**
+ * One-entry memo of the last IPv4 text a field held and its number: the
+ * tunnel of a drain's thousands of FORWARD entries is one address, parsed
+ * once. -1: not a dotted quad (IPv6, or invalid: the slow path says which).
+ */
+function ipv4Memo(): (text: string) => number {
+  let lastText = '';
+  let lastNumber = -1;
+  return (text) => {
+    if (text !== lastText) {
+      lastNumber = typeof text === 'string' ? ipv4Number(text) : -1;
+      lastText = text;
+    }
+    return lastNumber;
+  };
+}
+
+/** The same for MACs (a device's own MAC is every entry's source MAC). */
+function macMemo(): (text: string) => number {
+  let lastText = '';
+  let lastNumber = 0;
+  return (text) => {
+    if (text !== lastText) {
+      lastNumber = macNumber(text); // throws on a bad one, and the memo keeps the last good one
+      lastText = text;
+    }
+    return lastNumber;
+  };
+}
+
+/**
+ * Write an address's 16 bytes (IPv4 as ::ffff:a.b.c.d) at `offset`, `v4`
+ * being its dotted-quad number or -1; returns the family. Errors name the field.
+ */
+function storeAddress(view: DataView, into: Buffer, offset: number, text: string, v4: number, what: string): Family {
+  if (v4 < 0) return putAddress(text, into, offset, what);
+  view.setUint32(offset, 0);
+  view.setUint32(offset + 4, 0);
+  view.setUint32(offset + 8, 0xffff);
+  view.setUint32(offset + 12, v4);
+  return 4;
+}
+
+/** A 48-bit MAC number as its 6 bytes, first octet first. */
+function storeMac(view: DataView, offset: number, mac: number): void {
+  view.setUint16(offset, Math.floor(mac / 0x100000000));
+  view.setUint32(offset + 2, mac % 0x100000000);
+}
+
+/** Where a struct holds a target's fields, and the MAC memos of those fields. */
+interface TargetFields {
+  readonly ifindex: number;
+  readonly dmac: number;
+  readonly smac: number;
+  readonly path: number;
+  readonly slowPath: number;
+  readonly dmacMemo: (text: string) => number;
+  readonly smacMemo: (text: string) => number;
+}
+
+const RV_TARGET: TargetFields = {
+  ifindex: RV_IFINDEX,
+  dmac: RV_DMAC,
+  smac: RV_SMAC,
+  path: RV_PATH,
+  slowPath: RV_SLOW_PATH,
+  dmacMemo: macMemo(),
+  smacMemo: macMemo(),
+};
+const DV_TARGET: TargetFields = {
+  ifindex: DV_IFINDEX,
+  dmac: DV_DMAC,
+  smac: DV_SMAC,
+  path: DV_PATH,
+  slowPath: DV_SLOW_PATH,
+  dmacMemo: macMemo(),
+  smacMemo: macMemo(),
+};
+
+/** The ifindex, MACs and paths of a LOCAL/preserve or delivery target, for the struct at `offset`. */
+function storeTarget(t: Target, view: DataView, offset: number, at: TargetFields): void {
+  view.setUint32(offset + at.ifindex, checkUint('ifindex', t.ifindex, 0xffffffff), true);
+  storeMac(view, offset + at.dmac, at.dmacMemo(t.dmac));
+  storeMac(view, offset + at.smac, at.smacMemo(t.smac));
+  view.setUint8(offset + at.path, pathNumber(t.path));
+  view.setUint8(offset + at.slowPath, pathNumber(t.slowPath));
+}
+
+function actionNumber(action: RedirectValue['action']): number {
+  if (action === 'forward') return ACTIONS.forward;
+  if (action === 'local') return ACTIONS.local;
+  if (action === 'preserve') return ACTIONS.preserve;
+  if (action === 'ports-only') return PORTS_ONLY_ACTION;
+  throw new TypeError(`unknown action ${JSON.stringify(action)}: expected local, forward, preserve or ports-only`);
+}
+
 // ---------------------------------------------------------------- codecs --
+
+const keyView = viewCache();
+const redirectView = viewCache();
+const deliverView = viewCache();
+const tunnelMemo = ipv4Memo();
 
 export const appKeyCodec: Codec<AppKey> = {
   size: LAYOUT.rs_app_key.size,
@@ -344,11 +529,13 @@ export const appKeyCodec: Codec<AppKey> = {
         `port ${port} needs proto tcp or udp (the program reads ports of those only), got ${String(value.proto)}`,
       );
     }
-    const at = (name: keyof typeof LAYOUT.rs_app_key.fields): number => offset + field('rs_app_key', name);
-    into.fill(0, offset, offset + this.size);
-    into.writeUInt8(putAddress(value.address, into, at('addr'), 'application key address'), at('family'));
-    into.writeUInt8(proto, at('proto'));
-    into.writeUInt16BE(port, at('port'));
+    const view = keyView(into);
+    checkRoom('rs_app_key', into, offset, KEY.size); // no clearing: the fields tile the key (checkKeyTiled)
+    const address = value.address;
+    const v4 = typeof address === 'string' ? ipv4Number(address) : -1;
+    view.setUint8(offset + KEY_FAMILY, storeAddress(view, into, offset + KEY_ADDR, address, v4, 'application key address'));
+    view.setUint8(offset + KEY_PROTO, proto);
+    view.setUint16(offset + KEY_PORT, port); // network order, like the packet
   },
   decode(from, offset) {
     const at = (name: keyof typeof LAYOUT.rs_app_key.fields): number => offset + field('rs_app_key', name);
@@ -364,25 +551,22 @@ export const appKeyCodec: Codec<AppKey> = {
 export const redirectValueCodec: Codec<RedirectValue> = {
   size: LAYOUT.rs_redirect_value.size,
   encode(value, into, offset) {
-    const at = (name: keyof typeof LAYOUT.rs_redirect_value.fields): number =>
-      offset + field('rs_redirect_value', name);
-    into.fill(0, offset, offset + this.size);
-    into.writeUInt32LE(value.action === 'ports-only' ? PORTS_ONLY_ACTION : ACTIONS[value.action], at('action'));
-    into.writeUInt32LE(checkUint('appId', value.appId, 0xffffffff), at('app_id'));
-    into.writeUInt32LE(value.ports ? REDIRECT_FLAGS.ports : 0, at('flags'));
+    const action = actionNumber(value.action);
+    const appId = checkUint('appId', value.appId, 0xffffffff);
+    const view = redirectView(into);
+    clearStruct('rs_redirect_value', into, view, offset, RV.size);
+    view.setUint32(offset + RV_ACTION, action, true);
+    view.setUint32(offset + RV_APP_ID, appId, true);
+    if (value.ports) view.setUint32(offset + RV_FLAGS, REDIRECT_FLAGS.ports, true);
     if (value.action === 'ports-only') {
       // no target: the program passes what no port entry matches
     } else {
       // preserve holds both halves: the LOCAL target for old flows, the tunnel for the rest
-      if (value.action !== 'forward') {
-        into.writeUInt32LE(checkUint('ifindex', value.ifindex, 0xffffffff), at('ifindex'));
-        parseMac(value.dmac).copy(into, at('dmac'));
-        parseMac(value.smac).copy(into, at('smac'));
-        into.writeUInt8(pathNumber(value.path), at('path'));
-        into.writeUInt8(pathNumber(value.slowPath), at('slow_path'));
-      }
+      if (value.action !== 'forward') storeTarget(value, view, offset, RV_TARGET);
       if (value.action !== 'local') {
-        into.writeUInt8(putAddress(value.tunnel, into, at('tunnel_dst'), 'tunnel address'), at('tunnel_family'));
+        const tunnel = value.tunnel;
+        const family = storeAddress(view, into, offset + RV_TUNNEL_DST, tunnel, tunnelMemo(tunnel), 'tunnel address');
+        view.setUint8(offset + RV_TUNNEL_FAMILY, family);
       }
     }
   },
@@ -414,15 +598,11 @@ export const redirectValueCodec: Codec<RedirectValue> = {
 export const deliverValueCodec: Codec<DeliverValue> = {
   size: LAYOUT.rs_deliver_value.size,
   encode(value, into, offset) {
-    const at = (name: keyof typeof LAYOUT.rs_deliver_value.fields): number =>
-      offset + field('rs_deliver_value', name);
-    into.fill(0, offset, offset + this.size);
-    into.writeUInt32LE(checkUint('appId', value.appId, 0xffffffff), at('app_id'));
-    into.writeUInt32LE(checkUint('ifindex', value.ifindex, 0xffffffff), at('ifindex'));
-    parseMac(value.dmac).copy(into, at('dmac'));
-    parseMac(value.smac).copy(into, at('smac'));
-    into.writeUInt8(pathNumber(value.path), at('path'));
-    into.writeUInt8(pathNumber(value.slowPath), at('slow_path'));
+    const appId = checkUint('appId', value.appId, 0xffffffff);
+    const view = deliverView(into);
+    clearStruct('rs_deliver_value', into, view, offset, DV.size);
+    view.setUint32(offset + DV_APP_ID, appId, true);
+    storeTarget(value, view, offset, DV_TARGET);
   },
   decode(from, offset) {
     const at = (name: keyof typeof LAYOUT.rs_deliver_value.fields): number =>
@@ -611,8 +791,8 @@ export function sumFlowStats(perCpu: readonly FlowStats[]): FlowStats {
 
 /** One CPU's slot of rs_nexthop, the program's next-hop cache (family 0 = empty). */
 export interface NextHop {
-  /** bpf_ktime_get_coarse_ns() (CLOCK_MONOTONIC_COARSE) of the fib lookup. */
-  refreshedNs: bigint;
+  /** bpf_jiffies64() of the fib lookup. */
+  refreshedJiffies: bigint;
   inIfindex: number;
   outIfindex: number;
   family: 0 | Family;
@@ -629,22 +809,22 @@ export const nexthopCodec: Codec<NextHop> = {
   encode(value, into, offset) {
     const at = (name: keyof typeof LAYOUT.rs_nexthop.fields): number => offset + field('rs_nexthop', name);
     into.fill(0, offset, offset + this.size);
-    into.writeBigUInt64LE(value.refreshedNs, at('refreshed_ns'));
+    into.writeBigUInt64LE(value.refreshedJiffies, at('refreshed_jiffies'));
     into.writeUInt32LE(checkUint('inIfindex', value.inIfindex, 0xffffffff), at('in_ifindex'));
     into.writeUInt32LE(checkUint('outIfindex', value.outIfindex, 0xffffffff), at('out_ifindex'));
     into.writeUInt8(value.family, at('family'));
     into.writeUInt8(checkUint('tos', value.tos, 255), at('tos'));
     into.writeUInt16LE(checkUint('mtu', value.mtu, 0xffff), at('mtu'));
     if (value.dst !== null) putAddress(value.dst, into, at('dst'), 'next-hop destination');
-    parseMac(value.dmac).copy(into, at('dmac'));
-    parseMac(value.smac).copy(into, at('smac'));
+    writeMac(value.dmac, into, at('dmac'));
+    writeMac(value.smac, into, at('smac'));
   },
   decode(from, offset) {
     const at = (name: keyof typeof LAYOUT.rs_nexthop.fields): number => offset + field('rs_nexthop', name);
     const family = from.readUInt8(at('family'));
     const dst = from.subarray(at('dst'), at('dst') + 16);
     return {
-      refreshedNs: from.readBigUInt64LE(at('refreshed_ns')),
+      refreshedJiffies: from.readBigUInt64LE(at('refreshed_jiffies')),
       inIfindex: from.readUInt32LE(at('in_ifindex')),
       outIfindex: from.readUInt32LE(at('out_ifindex')),
       family: family === 4 || family === 6 ? family : 0,

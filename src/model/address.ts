@@ -26,7 +26,7 @@ const V4_MAPPED_PREFIX = Buffer.from([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff])
  * elsewhere). Character by character: a drain validates and encodes
  * hundreds of thousands of addresses, and this allocates nothing.
  */
-function ipv4Number(text: string): number {
+export function ipv4Number(text: string): number {
   let value = 0;
   let part = 0;
   let digits = 0;
@@ -120,21 +120,86 @@ export function parseAddress(text: string): ParsedAddress {
   return { family: isV4Mapped(bytes) ? 4 : 6, bytes };
 }
 
+/** Groups of the IPv6 text being parsed by writeIPv6Plain (one parse at a time: synchronous). */
+const v6Groups = new Uint16Array(8);
+
+/**
+ * The common IPv6 text forms — hex groups, at most one '::' — written as 16
+ * bytes at `offset`, character by character; returns the family (4 for
+ * ::ffff:0:0/96, as parseAddress), or 0 without a word about why for
+ * anything else (embedded IPv4, a zone, any error: parseAddress reads
+ * those and says what is wrong). Codecs write IPv6 entries by the thousand.
+ */
+function writeIPv6Plain(text: string, into: Buffer, offset: number): 0 | Family {
+  const n = text.length;
+  if (n < 2 || n > 39) return 0;
+  let count = 0;
+  let gap = -1; // index in v6Groups where '::' stands
+  let i = 0;
+  if (text.charCodeAt(0) === 58 /* : */) {
+    if (text.charCodeAt(1) !== 58) return 0;
+    gap = 0;
+    i = 2;
+  }
+  while (i < n) {
+    let v = 0;
+    let digits = 0;
+    for (; i < n && digits <= 4; i++) {
+      const h = hexDigit(text.charCodeAt(i));
+      if (h < 0) break;
+      v = v * 16 + h;
+      digits++;
+    }
+    if (digits === 0 || digits > 4 || count === 8) return 0;
+    v6Groups[count++] = v;
+    if (i === n) break;
+    if (text.charCodeAt(i) !== 58) return 0; // '.', '%' or anything else: the general parser
+    i++;
+    if (i < n && text.charCodeAt(i) === 58) {
+      if (gap >= 0) return 0;
+      gap = count;
+      i++;
+    } else if (i === n) {
+      return 0; // a single trailing ':'
+    }
+  }
+  if (gap < 0 ? count !== 8 : count > 7) return 0;
+  const tail = gap < 0 ? 0 : count - gap;
+  const head = count - tail;
+  for (let g = 0; g < 8; g++) {
+    const v = g < head ? v6Groups[g]! : g >= 8 - tail ? v6Groups[g - (8 - count)]! : 0;
+    into[offset + 2 * g] = v >>> 8;
+    into[offset + 2 * g + 1] = v & 255;
+  }
+  for (let b = 0; b < 10; b++) if (into[offset + b] !== 0) return 6;
+  return into[offset + 10] === 0xff && into[offset + 11] === 0xff ? 4 : 6;
+}
+
 /**
  * Write an address in the data plane's 16-byte form at `offset` and return
- * its family (parseAddress without allocating, for IPv4).
+ * its family (parseAddress without allocating, for IPv4 and plain IPv6).
  */
 export function writeAddress(text: string, into: Buffer, offset: number): Family {
+  if (!(offset >= 0 && offset + 16 <= into.length)) {
+    throw new RangeError(`an address needs 16 bytes at offset ${offset} of a ${into.length}-byte buffer`);
+  }
   const v4 = typeof text === 'string' ? ipv4Number(text) : -1;
   if (v4 < 0) {
+    const plain = typeof text === 'string' ? writeIPv6Plain(text, into, offset) : 0;
+    if (plain !== 0) return plain;
     const { family, bytes } = parseAddress(text);
     bytes.copy(into, offset);
     return family;
   }
-  into.fill(0, offset, offset + 10);
+  // byte stores: Buffer#fill and #writeUInt32BE validate their arguments
+  // each time, which costs more than the stores (codecs run per entry)
+  for (let i = 0; i < 10; i++) into[offset + i] = 0;
   into[offset + 10] = 0xff;
   into[offset + 11] = 0xff;
-  into.writeUInt32BE(v4, offset + 12);
+  into[offset + 12] = v4 >>> 24;
+  into[offset + 13] = (v4 >>> 16) & 255;
+  into[offset + 14] = (v4 >>> 8) & 255;
+  into[offset + 15] = v4 & 255;
   return 4;
 }
 
@@ -219,13 +284,56 @@ export function macProblem(bytes: Uint8Array): string | undefined {
   return undefined;
 }
 
-/** Parse a MAC address 'aa:bb:cc:dd:ee:ff' (or with '-') into 6 bytes. */
-export function parseMac(text: string): Buffer {
-  const m = typeof text === 'string' ? /^([0-9a-fA-F]{2})([:-])([0-9a-fA-F]{2})(?:\2([0-9a-fA-F]{2})){4}$/.exec(text) : null;
-  if (!m) {
+/** A hex digit's value, or -1. */
+function hexDigit(c: number): number {
+  if (c >= 48 && c <= 57) return c - 48;
+  const l = c | 0x20; // ASCII lower case
+  return l >= 97 && l <= 102 ? l - 87 : -1;
+}
+
+/**
+ * Whether `text` is six two-digit hex groups joined by one separator, ':'
+ * or '-' throughout (character by character: codecs parse MACs per entry).
+ */
+function isMac(text: string): boolean {
+  if (typeof text !== 'string' || text.length !== 17) return false;
+  const sep = text.charCodeAt(2);
+  if (sep !== 58 /* : */ && sep !== 45 /* - */) return false;
+  for (let i = 0; i < 17; i += 3) {
+    if (hexDigit(text.charCodeAt(i)) < 0 || hexDigit(text.charCodeAt(i + 1)) < 0) return false;
+    if (i < 15 && text.charCodeAt(i + 2) !== sep) return false;
+  }
+  return true;
+}
+
+/**
+ * A MAC address 'aa:bb:cc:dd:ee:ff' (or with '-') as a 48-bit number (first
+ * octet most significant); throws on anything else. For codecs that store
+ * it with two multi-byte writes.
+ */
+export function macNumber(text: string): number {
+  if (!isMac(text)) {
     throw new TypeError(`invalid MAC address ${quote(text)}: expected aa:bb:cc:dd:ee:ff`);
   }
-  return Buffer.from(text.split(/[:-]/).map((h) => parseInt(h, 16)));
+  let n = 0;
+  for (let i = 0; i < 17; i += 3) n = n * 256 + ((hexDigit(text.charCodeAt(i)) << 4) | hexDigit(text.charCodeAt(i + 1)));
+  return n;
+}
+
+/** Write a MAC address 'aa:bb:cc:dd:ee:ff' (or with '-') as 6 bytes at `offset` (parseMac without allocating). */
+export function writeMac(text: string, into: Buffer, offset: number): void {
+  const n = macNumber(text);
+  if (!(offset >= 0 && offset + 6 <= into.length)) {
+    throw new RangeError(`a MAC address needs 6 bytes at offset ${offset} of a ${into.length}-byte buffer`);
+  }
+  into.writeUIntBE(n, offset, 6);
+}
+
+/** Parse a MAC address 'aa:bb:cc:dd:ee:ff' (or with '-') into 6 bytes. */
+export function parseMac(text: string): Buffer {
+  const out = Buffer.alloc(6);
+  writeMac(text, out, 0);
+  return out;
 }
 
 /** Format 6 bytes as 'aa:bb:cc:dd:ee:ff'. */
