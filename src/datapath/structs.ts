@@ -682,17 +682,24 @@ export const configCodec: Codec<Config> = {
   },
 };
 
+/** A struct of one u32 field the user space reads and writes (the rest is padding, zeroed). */
+function u32StructCodec<S extends StructName>(struct: S, name: keyof (typeof LAYOUT)[S]['fields'], label: string): Codec<number> {
+  const size = LAYOUT[struct].size;
+  const at = field(struct, name);
+  return {
+    size,
+    encode(value, into, offset) {
+      into.fill(0, offset, offset + size);
+      into.writeUInt32LE(checkUint(label, value, 0xffffffff), offset + at);
+    },
+    decode(from, offset) {
+      return from.readUInt32LE(offset + at);
+    },
+  };
+}
+
 /** rs_watch_config: the rs_uplink program whose failed transmits bpf/watch.o counts. */
-export const watchConfigCodec: Codec<number> = {
-  size: LAYOUT.rs_watch_config.size,
-  encode(value, into, offset) {
-    into.fill(0, offset, offset + this.size);
-    into.writeUInt32LE(checkUint('uplink program id', value, 0xffffffff), offset + field('rs_watch_config', 'uplink_prog_id'));
-  },
-  decode(from, offset) {
-    return from.readUInt32LE(offset + field('rs_watch_config', 'uplink_prog_id'));
-  },
-};
+export const watchConfigCodec = u32StructCodec('rs_watch_config', 'uplink_prog_id', 'uplink program id');
 
 /** A TCP flow as rs_uplink sees it arrive (client -> app). */
 export interface FlowKey {
@@ -728,16 +735,7 @@ export const flowKeyCodec: Codec<FlowKey> = {
 };
 
 /** rs_new_flows: the app whose new flow it is. */
-export const newFlowCodec: Codec<number> = {
-  size: LAYOUT.rs_new_flow.size,
-  encode(value, into, offset) {
-    into.fill(0, offset, offset + this.size);
-    into.writeUInt32LE(checkUint('appId', value, 0xffffffff), offset + field('rs_new_flow', 'app_id'));
-  },
-  decode(from, offset) {
-    return from.readUInt32LE(offset + field('rs_new_flow', 'app_id'));
-  },
-};
+export const newFlowCodec = u32StructCodec('rs_new_flow', 'app_id', 'appId');
 
 /** rs_old_flows: a flow from before SWITCH, as last seen. */
 export interface OldFlow {
