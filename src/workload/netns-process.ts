@@ -71,6 +71,14 @@ export function findTagged(tag: string): ProcessIdentity | undefined {
   return found;
 }
 
+const TAG_RETRIES = 5;
+const TAG_RETRY_MS = 20;
+
+/** Block this thread for `ms` (a record lookup is synchronous; this runs only for an intent without its process). */
+function sleepSync(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
 const NETNS_RE = /^[A-Za-z0-9_.-]{1,64}$/;
 
 /** The option of a netns-process driver a problem is in, and what is wrong with it. */
@@ -230,7 +238,13 @@ export class NetnsProcessDriver implements WorkloadDriver {
     const r = JSON.parse(text) as Partial<ProcessRecord>;
     if (typeof r.pid === 'number' && typeof r.startTime === 'string') return r as ProcessRecord;
     if (typeof r.tag !== 'string') throw new Error(`corrupt process record ${path}`);
-    const id = findTagged(r.tag);
+    let id = findTagged(r.tag);
+    // A process in the middle of an exec (ip -> sh -> the app) briefly shows an
+    // empty environ: look again for a moment before deciding it never started.
+    for (let i = 0; !id && i < TAG_RETRIES; i++) {
+      sleepSync(TAG_RETRY_MS);
+      id = findTagged(r.tag);
+    }
     if (!id) {
       rmSync(path, { force: true });
       return undefined;
